@@ -1,0 +1,23 @@
+# Release: manifest (row counts, sha256 per shard, accounting) and dataset card. The manifest
+# is written last: its presence marks a complete release.
+
+
+rule release:
+    input:
+        shards=all_release_shards,
+        masks=all_segment_caches,
+        plans=expand(INGEST / "{dataset}" / "plan.json", dataset=DATASETS),
+        rejects=expand(INGEST / "{dataset}" / "rejects.jsonl", dataset=DATASETS),
+    output:
+        manifest=RELEASE / "manifest.json",
+        card=RELEASE / "README.md",
+    params:
+        settings=as_json(config),
+        release=RELEASE,
+    log:
+        LOGS / "release.log",
+    conda:
+        "../envs/loclens.yaml"
+    shell:
+        "loclens release --release-dir {params.release:q} --plans {input.plans:q} --masks {input.masks:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"

@@ -1,0 +1,25 @@
+# Render: lens views for one release shard, written straight into the release folder
+# (atomically). Pure CPU and deterministic.
+
+
+rule render:
+    input:
+        unpack(render_masks),
+        records=INGEST / "{dataset}" / "records.jsonl",
+        plan=INGEST / "{dataset}" / "plan.json",
+    output:
+        RELEASE / "{dataset}" / "{split}-{index}-of-{total}.parquet",
+    params:
+        settings=as_json(stages.render_settings(config)),
+        masks=render_masks_args,
+        seed=config["seed"],
+        config_hash=lambda w: stages.build_hash(config, w.dataset),
+        shard=lambda w: f"{w.split}-{w.index}-of-{w.total}.parquet",
+    log:
+        LOGS / "render" / "{dataset}" / "{split}-{index}-of-{total}.log",
+    conda:
+        "../envs/loclens.yaml"
+    shell:
+        "loclens render --records {input.records:q} --plan {input.plan:q} --shard {params.shard} {params.masks}"
+        " --settings {params.settings:q} --seed {params.seed} --config-hash {params.config_hash}"
+        " --out {output:q} > {log:q} 2>&1"

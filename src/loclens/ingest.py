@@ -1,0 +1,124 @@
+"""Ingest stage: read a source, split it, and plan the work shards.
+
+Writes, under ``<results>/ingest/<dataset>/``:
+- ``records.jsonl``: one line per release row (an image in one split, with that split's QA);
+- ``rejects.jsonl``: every input record or image that will not reach the release, with a reason;
+- ``plan.json`` (written last): the segmentation work shards (unique images) and the release
+  shards (rows per split), and the mapping between them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .atomic import write_json, write_jsonl
+from .config import dataset_source
+from .sources import Reject, read_source
+from .sources.sample import generate_sample
+from .split import assign_splits
+
+
+def shard_name(split: str, index: int, total: int) -> str:
+    """Hugging Face layout shard file name."""
+    return f"{split}-{index:05d}-of-{total:05d}.parquet"
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def source_root(name: str, dataset_cfg: dict, config: dict) -> Path:
+    if dataset_source(name, dataset_cfg) == "sample":
+        return Path(config["resources"]) / "sample" / name
+    if "path" not in dataset_cfg:
+        raise ValueError(f"datasets.{name}: a 'path' to the dataset release is required")
+    return Path(dataset_cfg["path"]).expanduser()
+
+
+def ensure_sample(name: str, dataset_cfg: dict, config: dict) -> Path:
+    return generate_sample(source_root(name, dataset_cfg, config), dataset_cfg.get("n_images", 8), config["seed"])
+
+
+def make_plan(dataset: str, rows: list[dict], images_per_shard: int, rows_per_shard: int) -> dict:
+    image_ids = sorted({r["image_id"] for r in rows})
+    segment_shards = _chunks(image_ids, images_per_shard)
+    seg_of = {iid: k for k, shard in enumerate(segment_shards) for iid in shard}
+    release = []
+    for split in sorted({r["split"] for r in rows}):
+        split_ids = [r["image_id"] for r in rows if r["split"] == split]
+        chunks = _chunks(split_ids, rows_per_shard)
+        for index, ids in enumerate(chunks):
+            release.append(
+                {
+                    "split": split,
+                    "index": index,
+                    "total": len(chunks),
+                    "file": f"{dataset}/{shard_name(split, index, len(chunks))}",
+                    "image_ids": ids,
+                    "segment_shards": sorted({seg_of[i] for i in ids}),
+                }
+            )
+    return {"dataset": dataset, "segment_shards": segment_shards, "release_shards": release}
+
+
+def run_ingest(dataset: str, config: dict, out_dir) -> dict:
+    dataset_cfg = config["datasets"][dataset]
+    root = source_root(dataset, dataset_cfg, config)
+    result = read_source(dataset_source(dataset, dataset_cfg), root, dataset=dataset)
+    images = result.images
+    rejects = list(result.rejects)
+    limit = config.get("limit_images")
+    if limit is not None and len(images) > limit:
+        # Images are sorted by image_id, so "the first N" is deterministic; the QA of images
+        # left out are reported, not silently dropped.
+        for image in images[limit:]:
+            rejects.extend(
+                Reject(dataset, image.source_file, f"beyond limit_images={limit}", qid=qa.qid) for qa in image.qa
+            )
+        images = images[:limit]
+    split_rows = assign_splits(images, config["split"], config["seed"], config["grouped_split"]["test_fraction"])
+    rows = []
+    for split, image, qas in sorted(split_rows, key=lambda t: (t[0], t[1].image_id)):
+        info = {k: v for k, v in asdict(image).items() if k != "qa"}
+        rows.append({**info, "split": split, "qa": [qa.to_row() for qa in qas]})
+    plan = make_plan(dataset, rows, config["segment"]["images_per_shard"], config["release"]["rows_per_shard"])
+    plan.update(
+        source=dataset_source(dataset, dataset_cfg),
+        root=str(root),
+        input_records=result.input_records,
+        released_qa=sum(len(r["qa"]) for r in rows),
+        rejected_qa=sum(1 for r in rejects if r.kind == "qa"),
+    )
+    out = Path(out_dir)
+    write_jsonl(out / "records.jsonl", rows)
+    write_jsonl(out / "rejects.jsonl", [r.to_dict() for r in rejects])
+    write_json(out / "plan.json", plan)
+    return plan
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def shard_rows(records_path, image_ids: list[str] | None = None, split: str | None = None) -> list[dict]:
+    """Rows of ``records.jsonl`` restricted to a shard's images (and split)."""
+    wanted = None if image_ids is None else set(image_ids)
+    return [
+        r for r in read_jsonl(records_path)
+        if (wanted is None or r["image_id"] in wanted) and (split is None or r["split"] == split)
+    ]
+
+
+def check_accounting(plan: dict) -> None:
+    total = plan["released_qa"] + plan["rejected_qa"]
+    if total != plan["input_records"]:
+        raise RuntimeError(
+            f"{plan['dataset']}: {plan['input_records']} input QA records but {plan['released_qa']} released "
+            f"+ {plan['rejected_qa']} rejected = {total}; records were lost"
+        )
+
+
+__all__ = ["run_ingest", "ensure_sample", "make_plan", "shard_name", "shard_rows", "read_jsonl", "check_accounting"]

