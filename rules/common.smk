@@ -6,6 +6,9 @@ from snakemake.utils import validate
 
 from loclens import stages
 from loclens.config import dataset_source
+from loclens.download import RECORD as DOWNLOAD_RECORD
+from loclens.ingest import download_origin, source_root
+from loclens.sources import source_spec
 
 validate(config, "../workflow/schemas/config.schema.yaml")
 
@@ -33,11 +36,24 @@ def as_json(obj):
 
 
 def ingest_input(wildcards):
-    """The source's QA file: the generated sample's, or the configured release's."""
+    """The source's files: the generated sample's QA file, or the dataset's files that exist.
+    Missing data is not an input error here: the ingest job then fails with the instructions
+    of how to get it (the workflow never downloads unless asked with the `download` target)."""
     cfg = config["datasets"][wildcards.dataset]
-    if dataset_source(wildcards.dataset, cfg) == "sample":
+    source = dataset_source(wildcards.dataset, cfg)
+    if source == "sample":
         return RESOURCES / "sample" / wildcards.dataset / "VQA_RAD Dataset Public.json"
-    return Path(cfg["path"]).expanduser() / "VQA_RAD Dataset Public.json"
+    return source_spec(source).inputs(source_root(wildcards.dataset, cfg, config))
+
+
+def download_targets():
+    """Download records of the configured datasets that live in <resources>/<name>."""
+    out = []
+    for name in DATASETS:
+        cfg = config["datasets"][name]
+        if download_origin(name, cfg) and source_root(name, cfg, config) == RESOURCES / name:
+            out.append(RESOURCES / name / DOWNLOAD_RECORD)
+    return out
 
 
 def plan_of(dataset):

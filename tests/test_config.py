@@ -14,7 +14,8 @@ def test_default_config_is_valid_and_filled():
     assert config["segment"]["medsam"]["otsu"]["min_area_fraction"] == 0.005
     minimal = validate({"datasets": {"sample": {}}})
     assert minimal["render"]["alpha"] == {"mean": 0.5, "std": 0.1, "min": 0.2, "max": 0.8}
-    assert minimal["segment"]["medsam"]["prompts"] == ["otsu"]
+    assert minimal["segment"]["medsam"]["prompts"] == ["expert", "otsu"]
+    assert minimal["datasets"]["sample"]["lang"] == "en"
     # config.yaml documents every key the schema knows at the top level.
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     assert set(schema["properties"]) == set(yaml.safe_load((REPO / "config.yaml").read_text()))

@@ -38,6 +38,20 @@ def cmd_ingest(args) -> int:
         f"{args.dataset}: {n_rows} rows, {plan['released_qa']} QA released, {plan['rejected_qa']} rejected "
         f"(of {plan['input_records']}), {len(plan['segment_shards'])} segment shards"
     )
+    for split, counts in plan["localization"].items():
+        print(
+            f"{args.dataset} {split}: {counts['qa']} QA, {counts['anatomical']} anatomical, "
+            f"{counts['positioning']} positioning, {counts['localization']} with either"
+        )
+    print(f"{args.dataset} localization rules: {json.dumps(plan['localization_rules'])}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .download import download
+
+    record = download(args.what, Path(args.out), revision=args.revision, url=args.url, timeout=args.timeout)
+    print(f"{args.what}: {record['origin']} -> {args.out} ({len(record['files'])} files, checksums in {args.out}/loclens-download.json)")
     return 0
 
 
@@ -101,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (records.jsonl, rejects.jsonl, plan.json)")
     p.set_defaults(func=cmd_ingest)
 
+    p = sub.add_parser("download", help="fetch a real dataset (needs internet unless its files are already in --out)")
+    p.add_argument("what", help="slake (Hub copy BoKelvin/SLAKE), vqa_rad (OSF release) or hub:<owner>/<name>")
+    p.add_argument("--out", required=True, help="folder to put the dataset in")
+    p.add_argument("--revision", help="Hub revision (branch, tag or commit); default: the latest")
+    p.add_argument("--url", help="vqa_rad: another URL of the OSF zip (a mirror or file://)")
+    p.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    p.set_defaults(func=cmd_download)
+
     p = sub.add_parser("segment", help="run a segmenter over one work shard")
     p.add_argument("--records", required=True)
     p.add_argument("--plan", required=True)
@@ -135,13 +157,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from .archive import ArchiveError
     from .config import ConfigError
+    from .download import DownloadError
     from .imageio import ImageError
     from .sources import SourceError
 
     try:
         return args.func(args)
-    except (ConfigError, SourceError, ImageError) as exc:
+    except (ConfigError, SourceError, ImageError, DownloadError, ArchiveError) as exc:
         print(f"loclens {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

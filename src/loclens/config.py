@@ -37,6 +37,20 @@ def _with_defaults(validator_cls):
     return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
 
 
+#: Dataset keys that only some sources take.
+SOURCE_ONLY_KEYS = {"n_images": ("sample",), "columns": ("hf_parquet",), "repo": ("hf_parquet",)}
+
+
+def _check_dataset_keys(config: dict) -> list[str]:
+    problems = []
+    for name, entry in sorted(config.get("datasets", {}).items()):
+        source = dataset_source(name, entry)
+        for key, sources in SOURCE_ONLY_KEYS.items():
+            if key in entry and source not in sources:
+                problems.append(f"  datasets.{name}.{key}: only for source {' or '.join(sources)}, not {source!r}")
+    return problems
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Return a validated copy of ``config`` with defaults filled; raise ConfigError otherwise."""
     config = copy.deepcopy(config)
@@ -51,6 +65,9 @@ def validate(config: dict, source: str = "config") -> dict:
                 where = ".".join(str(p) for p in err.path) or "<top level>"
                 lines.append(f"  {where}: {err.message}")
             raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
+    problems = _check_dataset_keys(config)
+    if problems:
+        raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(problems))
     return config
 
 

@@ -15,7 +15,10 @@ from pathlib import Path
 
 from .atomic import write_json, write_jsonl
 from .config import dataset_source
-from .sources import Reject, read_source
+from .download import read_origin
+from .localization import count_rules, count_tags, tag_qa
+from .sources import Reject, read_source, source_spec
+from .sources.base import ImageRecord
 from .sources.sample import generate_sample
 from .split import assign_splits
 
@@ -30,11 +33,52 @@ def _chunks(items: list, size: int) -> list[list]:
 
 
 def source_root(name: str, dataset_cfg: dict, config: dict) -> Path:
-    if dataset_source(name, dataset_cfg) == "sample":
+    """Where a dataset's files are: the generated sample's folder, the configured ``path``, or
+    (for sources ``loclens download`` can fetch) ``<resources>/<name>``, where it puts them."""
+    source = dataset_source(name, dataset_cfg)
+    if source == "sample":
         return Path(config["resources"]) / "sample" / name
-    if "path" not in dataset_cfg:
-        raise ValueError(f"datasets.{name}: a 'path' to the dataset release is required")
-    return Path(dataset_cfg["path"]).expanduser()
+    if "path" in dataset_cfg:
+        return Path(dataset_cfg["path"]).expanduser()
+    if download_origin(name, dataset_cfg):
+        return Path(config["resources"]) / name
+    raise ValueError(f"datasets.{name}: a 'path' to the dataset release is required")
+
+
+def download_origin(name: str, dataset_cfg: dict) -> str | None:
+    """What ``loclens download`` fetches for a dataset entry (None: not downloadable)."""
+    source = dataset_source(name, dataset_cfg)
+    if source == "hf_parquet":
+        return f"hub:{dataset_cfg['repo']}" if dataset_cfg.get("repo") else None
+    return source_spec(source).download
+
+
+def unpack_dir(name: str, config: dict) -> Path:
+    """Where archives and embedded images of a dataset are unpacked (SLAKE imgs.zip, Parquet)."""
+    return Path(config["resources"]) / "unpacked" / name
+
+
+def reader_options(name: str, dataset_cfg: dict, config: dict) -> dict:
+    spec = source_spec(dataset_source(name, dataset_cfg))
+    available = {**dataset_cfg, "unpack_dir": unpack_dir(name, config)}
+    return {k: available[k] for k in spec.options if k in available}
+
+
+def _tag_and_select(dataset: str, images: list[ImageRecord], vocabulary: str | None, lang: str) -> list[Reject]:
+    """Tag every QA; keep the configured language (``all`` keeps every one). QA of other
+    languages are rejected with the reason; images left without QA leave the release."""
+    rejects = []
+    for image in images:
+        kept = []
+        for qa in image.qa:
+            tag_qa(qa, vocabulary)
+            if lang in ("all", qa.lang):
+                kept.append(qa)
+            else:
+                reason = f"question language {qa.lang!r} not selected (datasets.{dataset}.lang: {lang})"
+                rejects.append(Reject(dataset, image.source_file, reason, qid=qa.qid, record=qa.to_row()))
+        image.qa = kept
+    return rejects
 
 
 def ensure_sample(name: str, dataset_cfg: dict, config: dict) -> Path:
@@ -66,9 +110,11 @@ def make_plan(dataset: str, rows: list[dict], images_per_shard: int, rows_per_sh
 def run_ingest(dataset: str, config: dict, out_dir) -> dict:
     dataset_cfg = config["datasets"][dataset]
     root = source_root(dataset, dataset_cfg, config)
-    result = read_source(dataset_source(dataset, dataset_cfg), root, dataset=dataset)
-    images = result.images
+    source = dataset_source(dataset, dataset_cfg)
+    result = read_source(source, root, dataset=dataset, **reader_options(dataset, dataset_cfg, config))
     rejects = list(result.rejects)
+    rejects += _tag_and_select(dataset, result.images, source_spec(source).vocabulary, dataset_cfg.get("lang", "en"))
+    images = [image for image in result.images if image.qa]
     limit = config.get("limit_images")
     if limit is not None and len(images) > limit:
         # Images are sorted by image_id, so "the first N" is deterministic; the QA of images
@@ -85,11 +131,14 @@ def run_ingest(dataset: str, config: dict, out_dir) -> dict:
         rows.append({**info, "split": split, "qa": [qa.to_row() for qa in qas]})
     plan = make_plan(dataset, rows, config["segment"]["images_per_shard"], config["release"]["rows_per_shard"])
     plan.update(
-        source=dataset_source(dataset, dataset_cfg),
+        source=source,
         root=str(root),
+        origin=read_origin(root),
         input_records=result.input_records,
         released_qa=sum(len(r["qa"]) for r in rows),
         rejected_qa=sum(1 for r in rejects if r.kind == "qa"),
+        localization=count_tags(rows),
+        localization_rules=count_rules(rows),
     )
     out = Path(out_dir)
     write_jsonl(out / "records.jsonl", rows)
@@ -121,4 +170,4 @@ def check_accounting(plan: dict) -> None:
         )
 
 
-__all__ = ["run_ingest", "ensure_sample", "make_plan", "shard_name", "shard_rows", "read_jsonl", "check_accounting"]
+__all__ = ["run_ingest", "ensure_sample", "source_root", "download_origin", "unpack_dir", "make_plan", "shard_name", "shard_rows", "read_jsonl", "check_accounting"]

@@ -27,6 +27,8 @@ IMAGE_COLUMNS = ("image",) + VIEW_COLUMNS
 
 #: QA answer types after normalisation (sources spell them OPEN, "CLOSED ", ...).
 ANSWER_TYPES = ("open", "closed")
+#: The paper's localization question categories (tags in the ``qa`` column).
+LOCALIZATION_TAGS = ("anatomical", "positioning")
 
 RLE_FEATURE = {"size": List(Value("int32")), "counts": Value("string")}
 
@@ -40,7 +42,7 @@ MASK_FEATURE = {
     "score": Value("float32"),  # model's predicted IoU / stability score
     "area": Value("int64"),
     "model": Value("string"),
-    "checkpoint_sha256": Value("string"),
+    "checkpoint_sha256": Value("string"),  # expert masks: sha256 of the annotation file (mask.png)
 }
 
 QA_FEATURE = {
@@ -52,6 +54,8 @@ QA_FEATURE = {
     "lang": Value("string"),
     "linked_id": Value("string"),  # groups paraphrases of one question (VQA-RAD qid_linked_id)
     "extra": Value("string"),  # JSON object of every other source field, verbatim
+    "localization": List(Value("string")),  # subset of LOCALIZATION_TAGS (loclens.localization)
+    "localization_rule": Value("string"),  # the metadata or keyword rule that set them (null: none)
 }
 
 SEGMENTER_PROVENANCE = {

@@ -111,8 +111,45 @@ def _dataset_section(release_dir: Path, name: str, d: dict, segmenters: list[dic
         f"Input QA records: {acc['input_records']}; released: {acc['released_qa']}; rejected: "
         f"{acc['rejected_qa']} (each with its reason in `{d['rejects_file']}`).",
         "",
+        f"Source data: {origin_text(d)}",
+        "",
+        *localization_lines(d),
     ]
     return "\n".join(lines)
+
+
+def origin_text(d: dict) -> str:
+    """Where a dataset's files came from, and what a copy lacks."""
+    origin = d.get("origin")
+    if not origin:
+        text = "local files, not fetched by loclens (no download record)."
+    elif origin.get("repo"):
+        revision = f" at revision `{origin['revision']}`" if origin.get("revision") else ""
+        how = "downloaded from" if origin["origin"] == "hub" else "a copy placed by hand of"
+        text = f"{how} the Hugging Face Hub dataset `{origin['repo']}`{revision}."
+    else:
+        how = "downloaded from" if origin["origin"] == "osf" else "a copy placed by hand of"
+        text = f"{how} the original release ({origin.get('page') or origin.get('url')})."
+    if origin:
+        text += f" {origin['files']} files, sha256 of their checksum list `{origin['files_sha256'][:16]}`."
+        if origin.get("note"):
+            text += f" Note: {origin['note']}."
+    if d["source"] == "hf_parquet" and not (origin or {}).get("note"):
+        text += (" Generic Parquet source: no question-type metadata (localization tags from keyword rules);"
+                 " answer_type derived from yes/no where the data has none.")
+    return text
+
+
+def localization_lines(d: dict) -> list[str]:
+    """Counts of the paper's localization categories per split, and the rules that set them."""
+    counts = d.get("localization") or {}
+    if not counts:
+        return []
+    lines = ["| split | QA | anatomical | positioning | either |", "|---|---|---|---|---|"]
+    for split, c in sorted(counts.items()):
+        lines.append(f"| {split} | {c['qa']} | {c['anatomical']} | {c['positioning']} | {c['localization']} |")
+    rules = ", ".join(f"`{rule}` {n}" for rule, n in (d.get("localization_rules") or {}).items())
+    return ["Localization tags (`qa.localization`, rule in `qa.localization_rule`):", "", *lines, "", f"Rules: {rules}.", ""]
 
 
 def render_card(release_dir: Path, manifest: dict, config: dict, segmenters: list[dict]) -> str:

@@ -38,6 +38,9 @@ def dataset_entry(release_dir: Path, plan: dict, rejects_path: Path) -> dict:
     shutil.copyfile(rejects_path, target)
     return {
         "source": plan["source"],
+        "origin": plan.get("origin"),
+        "localization": plan.get("localization", {}),
+        "localization_rules": plan.get("localization_rules", {}),
         "splits": splits,
         "accounting": {
             "input_records": plan["input_records"],

@@ -44,8 +44,9 @@ def render_row(row: dict, caches: dict[str, dict[str, list[dict]]], cfg: dict, s
     level = cfg["png_compress_level"]
     views: dict[str, dict | None] = {}
     alphas: dict[str, float | None] = {}
-    all_masks: list[dict] = []
-    unions = {}
+    # Expert masks (SLAKE mask.png, made at ingest) are released and can feed the masked view.
+    all_masks: list[dict] = list(row.get("expert_masks") or [])
+    unions = {"expert": lens.decode_masks(all_masks, shape)} if all_masks else {}
     for seg in SEGMENTERS:
         entries = caches.get(seg, {}).get(row["image_id"], [])
         all_masks.extend(entries)

@@ -6,14 +6,14 @@ never re-runs a model.
 
 from __future__ import annotations
 
-import torch
-
 #: Box-prompted backends for the ``medsam`` segmenter family.
 MEDSAM_BACKENDS = ("litemedsam",)
 
 
 def resolve_device(device: str) -> str:
     """``auto`` means the GPU Snakemake (or the user) made visible, else the CPU."""
+    import torch  # here, so that readers using segment.rle do not pay for importing torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -4,6 +4,13 @@ A prompt source turns an image (and whatever the source knows about it) into lab
 Sources are named and tried in the configured order of preference: the first one that yields
 boxes for an image is used. Never a whole-image box: MedSAM's authors report poor masks with it.
 
+``context`` is the per-image knowledge the segment runner passes along (``prompt_context``):
+``expert_boxes``, the dataset's expert boxes ``[{"label", "box": [x, y, w, h]}]`` (SLAKE
+``detection.json``), validated at ingest.
+
+``expert`` (first by default): the expert boxes, labelled with their organ, in file order, up to
+the source's own ``max_prompts``; images without expert boxes fall through to the next source.
+
 ``otsu`` (documented default until expert and SAM boxes exist): three-class Otsu thresholds of
 the lightly smoothed grey image split it into background, soft tissue and bright structures.
 Candidates are the connected components of the bright class (organs with contrast, bone), the
@@ -63,9 +70,23 @@ def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> l
     ]
 
 
+def expert_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> list[Prompt]:
+    prompts = []
+    for item in (context or {}).get("expert_boxes") or []:
+        x, y, w, h = (float(v) for v in item["box"])
+        prompts.append(Prompt(box=(x, y, x + w, y + h), label=item["label"], source="expert"))
+    return prompts
+
+
+def prompt_context(row: dict) -> dict:
+    """What prompt sources may know about one image, from its ingest record."""
+    return {"expert_boxes": row.get("expert_boxes") or []}
+
+
 PromptFn = Callable[[np.ndarray, dict, dict | None], list[Prompt]]
 
 PROMPT_SOURCES: dict[str, PromptFn] = {
+    "expert": expert_prompts,
     "otsu": otsu_prompts,
 }
 
@@ -77,8 +98,9 @@ def prompts_for(image: np.ndarray, sources: list[str], cfg: dict, context: dict 
             fn = PROMPT_SOURCES[name]
         except KeyError:
             raise ValueError(f"unknown prompt source {name!r}; known: {sorted(PROMPT_SOURCES)}") from None
+        # A source's own max_prompts (expert: every annotated organ) overrides the global cap.
         source_cfg = {"max_prompts": cfg["max_prompts"], **cfg.get(name, {})}
         boxes = fn(image, source_cfg, context)
         if boxes:
-            return boxes[: cfg["max_prompts"]]
+            return boxes[: source_cfg["max_prompts"]]
     return []

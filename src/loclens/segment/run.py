@@ -16,7 +16,7 @@ from ..atomic import atomic_path
 from ..imageio import load_rgb, read_bytes
 from ..schema import MASKS_CACHE_SCHEMA
 from . import build_segmenter, resolve_device, rle
-from .prompts import Prompt, prompts_for
+from .prompts import Prompt, prompt_context, prompts_for
 
 #: Images sent through the encoder together.
 ENCODER_BATCH = 4
@@ -65,7 +65,7 @@ def segment_images(segmenter, rows: list[dict], prompt_cfg: dict, progress: bool
             encoded = segmenter.encode(images)
             enc_each = (segmenter.timings["encoder"] - enc0) / len(images)
             for row, image, enc in zip(batch, images, encoded):
-                prompts = prompts_for(image, prompt_cfg["prompts"], prompt_cfg)
+                prompts = prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=prompt_context(row))
                 d0 = segmenter.timings["decoder"]
                 masks, scores = segmenter.decode(enc, np.array([p.box for p in prompts], dtype=np.float32))
                 out.append(

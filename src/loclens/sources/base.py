@@ -40,6 +40,9 @@ class QA:
     linked_id: str | None
     official_split: str | None  # the source's own split label for this QA, if any
     extra: dict = field(default_factory=dict)
+    # Set at ingest by loclens.localization (the paper's localization categories).
+    localization: list[str] = field(default_factory=list)
+    localization_rule: str | None = None
 
     def to_row(self) -> dict:
         """The QA struct as stored in the release (see schema.QA_FEATURE)."""
@@ -60,6 +63,10 @@ class ImageRecord:
     modality: str | None
     body_region: str | None
     qa: list[QA] = field(default_factory=list)
+    # Expert annotations (SLAKE): boxes [{"label", "box": [x, y, w, h]}] become MedSAM prompts
+    # (prompt source ``expert``); masks are schema.MASK_FEATURE entries with segmenter ``expert``.
+    expert_boxes: list[dict] = field(default_factory=list)
+    expert_masks: list[dict] = field(default_factory=list)
 
 
 @dataclass

@@ -71,6 +71,16 @@ def _phantom(region: str, size: int, rng: np.random.Generator) -> tuple[np.ndarr
     return img, organs
 
 
+def phantom_case(index: int, seed: int = 0) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+    """Phantom ``index`` of a sample: its region, 8-bit grey image and organ masks (the ground
+    truth), derived from ``(seed, index)`` only."""
+    region = REGIONS[index % len(REGIONS)]
+    rng = np.random.default_rng(seeded_int("sample", seed, index))
+    size = int(rng.choice([256, 320, 384, 512]))
+    img, organs = _phantom(region, size, rng)
+    return region, np.round(img * 255).astype(np.uint8), organs
+
+
 def _side(mask: np.ndarray) -> str:
     cx = np.nonzero(mask)[1].mean() / mask.shape[1]
     # Radiological convention: the image's left is the patient's right.
@@ -99,12 +109,9 @@ def generate_sample(out_dir, n_images: int = 8, seed: int = 0) -> Path:
     qid = 0
     n_test = max(1, round(n_images * 0.25))
     for i in range(n_images):
-        region = REGIONS[i % len(REGIONS)]
-        rng = np.random.default_rng(seeded_int("sample", seed, i))
-        size = int(rng.choice([256, 320, 384, 512]))
-        img, organs = _phantom(region, size, rng)
+        region, img, organs = phantom_case(i, seed)
         buf = io.BytesIO()
-        Image.fromarray(np.round(img * 255).astype(np.uint8), mode="L").save(buf, format="PNG", compress_level=6)
+        Image.fromarray(img, mode="L").save(buf, format="PNG", compress_level=6)
         name = f"phantom_{i:03d}_{region}.png"
         write_bytes(out / IMAGE_DIR / name, buf.getvalue())
         test = i >= n_images - n_test
@@ -138,13 +145,7 @@ def read_sample(root, dataset: str = "sample") -> IngestResult:
 
 def organ_masks(n_images: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """The ground-truth organ masks of the phantoms (for tests and segmentation checks)."""
-    out = []
-    for i in range(n_images):
-        region = REGIONS[i % len(REGIONS)]
-        rng = np.random.default_rng(seeded_int("sample", seed, i))
-        size = int(rng.choice([256, 320, 384, 512]))
-        out.append(_phantom(region, size, rng)[1])
-    return out
+    return [phantom_case(i, seed)[2] for i in range(n_images)]
 
 
-__all__ = ["generate_sample", "read_sample", "organ_masks"]
+__all__ = ["generate_sample", "read_sample", "organ_masks", "phantom_case"]

@@ -1,0 +1,257 @@
+"""Reader for SLAKE 1.0 (Liu et al., ISBI 2021), from either published layout.
+
+- Original release: ``train.json``, ``validate.json``, ``test.json``, ``mask.txt``, ``KG/`` and
+  ``imgs/xmlab<N>/{source.jpg, mask.png, detection.json, question.json}`` with N = ``img_id``.
+- Hugging Face copy ``BoKelvin/SLAKE``: the same JSON files with ``validate.json`` renamed to
+  ``validation.json``, and the images only inside ``imgs.zip`` (which holds ``imgs/xmlab<N>/...``).
+  The archive is extracted safely (``loclens.archive``) into the ``unpack_dir`` the ingest stage
+  passes (``<resources>/unpacked/<dataset>``), unless ``imgs/`` already exists beside it.
+
+Both layouts give identical records: ``source_file`` is ``imgs/xmlab<N>/source.jpg`` either way.
+
+Records are JSON arrays of flat objects with 12 keys in varying order (``img_id``, ``img_name``,
+``question``, ``answer``, ``q_lang``, ``location``, ``modality``, ``answer_type``, ``base_type``,
+``content_type``, ``triple``, ``qid``). Quirks handled: half the rows are Chinese (``q_lang: zh``;
+the ingest stage keeps the configured ``lang``, the others are rejected with that reason);
+Chinese rows of one image can sit in another split than its English rows (under
+``split: grouped`` an image is in exactly one split); answers can be empty strings (rejected with
+the reason); CLOSED does not mean yes/no (the official label is kept). ``content_type`` becomes
+the QA's ``question_type``; every other field is kept verbatim in ``extra``. The per-image
+``question.json`` duplicates the split files and ``KG/`` is the knowledge graph: neither is read.
+
+Expert annotations per image folder (``mask.png``, ``detection.json``, classes named in the
+top-level ``mask.txt``) are validated and attached as described in ``sources/expert.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from pathlib import Path
+
+from ..archive import ArchiveError, safe_extract
+from ..imageio import ImageError
+from .base import QA, ImageRecord, IngestResult, Reject, SourceError, load_image_record
+from .expert import expert_masks, read_boxes, read_class_names
+
+#: Official split -> the file names it has in the two layouts (original first).
+SPLIT_FILES = {"train": ("train.json",), "validation": ("validate.json", "validation.json"), "test": ("test.json",)}
+IMAGE_DIR = "imgs"
+IMAGE_ZIP = "imgs.zip"
+CLASS_NAMES = "mask.txt"
+MASK_FILE = "mask.png"
+BOXES_FILE = "detection.json"
+
+#: Keys every record must have.
+REQUIRED_KEYS = ("qid", "img_id", "img_name", "question", "answer", "answer_type", "q_lang", "content_type")
+#: Keys mapped onto QA fields; all others (and img_id, img_name) are kept in ``extra`` verbatim.
+CORE_KEYS = {"qid", "question", "answer", "answer_type", "q_lang", "content_type"}
+LANGS = ("en", "zh")
+
+#: SLAKE ``location`` -> body_region (the vocabulary VQA-RAD rows use).
+BODY_REGIONS = {
+    "lung": "chest",
+    "chest_lung": "chest",
+    "chest_heart": "chest",
+    "chest_mediastinal": "chest",
+    "abdomen": "abdomen",
+    "pelvic cavity": "pelvis",
+    "brain": "head",
+    "brain_tissue": "head",
+    "brain_face": "head",
+    "neck": "neck",
+}
+
+_IMG_NAME = re.compile(r"^xmlab(\d+)/source\.jpg$")
+
+
+def _as_int(value, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise ValueError(f"{key} {value!r} is not an integer")
+    return int(value)
+
+
+def _parse_qa(rec: dict, split: str, file_name: str) -> tuple[QA, str]:
+    """Normalise one record to (QA, image folder name); raise ValueError naming the problem."""
+    missing = [k for k in REQUIRED_KEYS if rec.get(k) is None]
+    if missing:
+        raise ValueError(f"missing key(s) {missing}")
+    qid = _as_int(rec["qid"], "qid")
+    img_id = _as_int(rec["img_id"], "img_id")
+    img_name = str(rec["img_name"]).replace("\\", "/").strip()
+    match = _IMG_NAME.match(img_name)
+    if not match or int(match.group(1)) != img_id:
+        raise ValueError(f"img_name {rec['img_name']!r} does not match img_id {img_id} (expected xmlab{img_id}/source.jpg)")
+    question = rec["question"]
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("empty or non-text question")
+    answer = rec["answer"]
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise ValueError(f"answer of type {type(answer).__name__}")
+    answer = str(answer).strip()
+    if not answer:
+        raise ValueError("empty answer")
+    answer_type = str(rec["answer_type"]).strip().lower()
+    if answer_type not in ("open", "closed"):
+        raise ValueError(f"unknown answer_type {rec['answer_type']!r}")
+    lang = str(rec["q_lang"]).strip().lower()
+    if lang not in LANGS:
+        raise ValueError(f"unknown q_lang {rec['q_lang']!r}")
+    content_type = str(rec["content_type"]).strip()
+    if not content_type:
+        raise ValueError("empty content_type")
+    extra = {k: v for k, v in rec.items() if k not in CORE_KEYS}
+    extra["split_file"] = file_name
+    qa = QA(
+        qid=str(qid),
+        question=question.strip(),
+        answer=answer,
+        answer_type=answer_type,
+        question_type=[content_type],
+        lang=lang,
+        linked_id=None,
+        official_split=split,
+        extra=extra,
+    )
+    return qa, img_name.split("/", 1)[0]
+
+
+def split_files(root: Path) -> list[tuple[str, Path]]:
+    """(official split, file) for the split files present; both validation names is an error."""
+    out = []
+    for split, names in SPLIT_FILES.items():
+        present = [root / n for n in names if (root / n).is_file()]
+        if len(present) > 1:
+            raise SourceError(f"{root}: both {' and '.join(p.name for p in present)} exist; keep one of them")
+        out.extend((split, p) for p in present)
+    return out
+
+
+def input_files(root: Path) -> list[Path]:
+    """The files an ingest of ``root`` depends on (those that exist)."""
+    candidates = [root / n for names in SPLIT_FILES.values() for n in names] + [root / CLASS_NAMES, root / IMAGE_ZIP]
+    return [p for p in candidates if p.is_file()]
+
+
+def missing_message(root: Path) -> str:
+    return (
+        f"{root}: no SLAKE split files (train.json, validate.json or validation.json, test.json). Get SLAKE "
+        f"with `snakemake download` or `loclens download slake --out {root}` (needs internet), or put the "
+        f"original release or the files of https://huggingface.co/datasets/BoKelvin/SLAKE in {root}"
+    )
+
+
+def _load_records(path: Path) -> list:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"{path}: not valid UTF-8 JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise SourceError(f"{path}: expected a JSON list of QA records, got {type(data).__name__}")
+    return data
+
+
+def image_folder(root: Path, unpack_dir: Path | None) -> tuple[Path, Path]:
+    """(folder holding ``xmlab<N>/``, the folder ``source_file`` paths are relative to)."""
+    if (root / IMAGE_DIR).is_dir():
+        return root / IMAGE_DIR, root
+    archive = root / IMAGE_ZIP
+    if not archive.is_file():
+        raise SourceError(f"{root}: neither {IMAGE_DIR}/ nor {IMAGE_ZIP} found (SLAKE images)")
+    if unpack_dir is None:
+        raise SourceError(f"{archive}: images are only inside the archive and no folder to unpack it to was given")
+    try:
+        safe_extract(archive, unpack_dir)
+    except ArchiveError as exc:
+        raise SourceError(str(exc)) from None
+    if not (unpack_dir / IMAGE_DIR).is_dir():
+        raise SourceError(f"{archive}: expected the archive to hold {IMAGE_DIR}/xmlab<N>/source.jpg")
+    return unpack_dir / IMAGE_DIR, unpack_dir
+
+
+def _collect(dataset: str, root: Path) -> tuple[dict[str, list[QA]], list[Reject], int]:
+    """QA grouped by image folder, rejects, and the number of input records."""
+    by_folder: dict[str, list[QA]] = {}
+    rejects: list[Reject] = []
+    seen: dict[str, dict] = {}
+    total = 0
+    for split, path in split_files(root):
+        records = _load_records(path)
+        total += len(records)
+        for index, rec in enumerate(records):
+            where = f"{path.name}[{index}]"
+            if not isinstance(rec, dict):
+                rejects.append(Reject(dataset, where, f"record is a {type(rec).__name__}, not an object", record=rec))
+                continue
+            qid = None if rec.get("qid") is None else str(rec.get("qid"))
+            try:
+                qa, folder = _parse_qa(rec, split, path.name)
+            except ValueError as exc:
+                rejects.append(Reject(dataset, where, f"malformed record: {exc}", qid=qid, record=rec))
+                continue
+            if qa.qid in seen:
+                same = seen[qa.qid] == rec
+                reason = "duplicate record (identical to an earlier one)" if same else "duplicate qid with conflicting content"
+                rejects.append(Reject(dataset, where, reason, qid=qa.qid, record=rec))
+                continue
+            seen[qa.qid] = rec
+            by_folder.setdefault(folder, []).append(qa)
+    return by_folder, rejects, total
+
+
+def _attach_annotations(image: ImageRecord, folder: Path, class_names) -> None:
+    if (folder / MASK_FILE).is_file():
+        image.expert_masks = expert_masks(folder / MASK_FILE, image.width, image.height, class_names())
+    if (folder / BOXES_FILE).is_file():
+        image.expert_boxes = read_boxes(folder / BOXES_FILE, image.width, image.height)
+
+
+def _describe(image: ImageRecord) -> None:
+    locations = collections.Counter(str(qa.extra.get("location") or "").strip() for qa in image.qa)
+    regions = sorted({BODY_REGIONS.get(loc.lower(), loc.lower()) for loc in locations if loc})
+    image.body_region = ",".join(regions) or None
+    modalities = collections.Counter(str(qa.extra.get("modality") or "").strip() for qa in image.qa)
+    modalities.pop("", None)
+    image.modality = min(modalities, key=lambda m: (-modalities[m], m)) if modalities else None
+
+
+def read_slake(root, dataset: str = "slake", unpack_dir=None) -> IngestResult:
+    root = Path(root)
+    if not split_files(root):
+        raise SourceError(missing_message(root))
+    images_root, base = image_folder(root, None if unpack_dir is None else Path(unpack_dir))
+    by_folder, rejects, total = _collect(dataset, root)
+
+    names_cache: dict = {}
+
+    def class_names():
+        if "names" not in names_cache:
+            names_cache["names"] = read_class_names(root / CLASS_NAMES)
+        return names_cache["names"]
+
+    images: dict[str, ImageRecord] = {}
+    for folder in sorted(by_folder, key=lambda f: int(f[len("xmlab"):])):
+        qas = by_folder[folder]
+        relative = f"{folder}/source.jpg"
+        try:
+            image = load_image_record(dataset, base, images_root, relative)
+        except ImageError as exc:
+            rejects.extend(Reject(dataset, f"{IMAGE_DIR}/{relative}", str(exc), qid=qa.qid) for qa in qas)
+            continue
+        if image.image_id in images:
+            # The same pixels in another folder: one image, all QA kept, first folder's annotations.
+            images[image.image_id].qa.extend(qas)
+            continue
+        image.qa = qas
+        _attach_annotations(image, images_root / folder, class_names)
+        images[image.image_id] = image
+
+    for path in sorted(p for p in images_root.iterdir() if p.is_dir() and p.name not in by_folder):
+        rejects.append(Reject(dataset, f"{IMAGE_DIR}/{path.name}", "image folder has no QA record", kind="image"))
+    for image in images.values():
+        _describe(image)
+    return IngestResult(dataset, sorted(images.values(), key=lambda i: i.image_id), rejects, total)
+
+
+__all__ = ["read_slake", "input_files", "split_files", "image_folder", "missing_message"]
