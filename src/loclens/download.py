@@ -216,7 +216,6 @@ def checksums(dest: Path) -> dict[str, str]:
 def download(what: str, dest, revision: str | None = None, url: str | None = None, timeout: float = 30.0) -> dict:
     """Fetch ``what`` (slake, vqa_rad, hub:<repo>) into ``dest``; write and return the record."""
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     if what == "slake":
         origin = download_slake(dest, revision, timeout)
     elif what == "vqa_rad":

@@ -98,8 +98,8 @@ def count_tags(rows: list[dict]) -> dict[str, dict[str, int]]:
 
 
 def count_rules(rows: list[dict]) -> dict[str, int]:
-    """How often each rule fired (null = no rule), over all splits."""
-    c = Counter(str(qa["localization_rule"]) for row in rows for qa in row["qa"])
+    """How often each rule fired (``(none)``: no rule fired), over all splits."""
+    c = Counter(qa["localization_rule"] or "(none)" for row in rows for qa in row["qa"])
     return dict(sorted(c.items()))
 
 

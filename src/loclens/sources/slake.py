@@ -72,7 +72,7 @@ def _as_int(value, key: str) -> int:
     return int(value)
 
 
-def _parse_qa(rec: dict, split: str, file_name: str) -> tuple[QA, str]:
+def _parse_qa(rec: dict, split: str) -> tuple[QA, str]:
     """Normalise one record to (QA, image folder name); raise ValueError naming the problem."""
     missing = [k for k in REQUIRED_KEYS if rec.get(k) is None]
     if missing:
@@ -102,7 +102,7 @@ def _parse_qa(rec: dict, split: str, file_name: str) -> tuple[QA, str]:
     if not content_type:
         raise ValueError("empty content_type")
     extra = {k: v for k, v in rec.items() if k not in CORE_KEYS}
-    extra["split_file"] = file_name
+    extra["official_split"] = split  # the same in both layouts (validate.json = validation.json)
     qa = QA(
         qid=str(qid),
         question=question.strip(),
@@ -186,7 +186,7 @@ def _collect(dataset: str, root: Path) -> tuple[dict[str, list[QA]], list[Reject
                 continue
             qid = None if rec.get("qid") is None else str(rec.get("qid"))
             try:
-                qa, folder = _parse_qa(rec, split, path.name)
+                qa, folder = _parse_qa(rec, split)
             except ValueError as exc:
                 rejects.append(Reject(dataset, where, f"malformed record: {exc}", qid=qid, record=rec))
                 continue
