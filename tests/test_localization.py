@@ -13,7 +13,7 @@ from loclens.sources import read_source
     "labels, vocabulary, tags, rule",
     [
         (["ORGAN"], "vqa_rad", ["anatomical"], "vqa_rad:question_type=ORGAN"),
-        (["PRES", "POS"], "vqa_rad", ["anatomical", "positioning"], "vqa_rad:question_type=PRES+POS"),
+        (["PRES", "POS"], "vqa_rad", ["anatomical", "positioning"], "vqa_rad:question_type=POS+PRES"),
         (["MODALITY"], "vqa_rad", [], None),
         (["Organ"], "slake", ["anatomical"], "slake:question_type=Organ"),
         (["Position"], "slake", ["positioning"], "slake:question_type=Position"),

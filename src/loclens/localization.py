@@ -8,7 +8,7 @@ and from keyword rules on the English question otherwise (sources without metada
 generic Hub Parquet datasets). Each QA records the tags and the rule that fired
 (``localization_rule``), null when none did:
 
-- metadata: ``<vocabulary>:question_type=<label>[+<label>...]``, the labels that map to a tag:
+- metadata: ``<vocabulary>:question_type=<label>[+<label>...]``, the labels (sorted) that map to a tag:
   VQA-RAD ``ORGAN`` (organ system) and ``PRES`` (presence) -> anatomical, ``POS`` -> positioning;
   SLAKE ``content_type`` ``Organ`` -> anatomical, ``Position`` -> positioning;
 - keywords: ``keyword:<rule>[+<rule>...]`` with the rules of ``KEYWORD_RULES`` below, applied to
@@ -65,7 +65,7 @@ def tag_question(question: str, question_type: list[str], lang: str, vocabulary:
     """(tags in LOCALIZATION_TAGS order, rule that fired or None)."""
     if vocabulary is not None and question_type:
         table = METADATA_TAGS[vocabulary]
-        labels = [t for t in question_type if t in table]
+        labels = sorted({t for t in question_type if t in table})  # one spelling per label set
         tags = {table[t] for t in labels}
         rule = f"{vocabulary}:question_type={'+'.join(labels)}" if labels else None
         return [t for t in LOCALIZATION_TAGS if t in tags], rule
