@@ -4,7 +4,6 @@ and splits, and loud errors for annotation files that do not fit the convention.
 from __future__ import annotations
 
 import collections
-import json
 import shutil
 import zipfile
 from dataclasses import asdict

@@ -5,7 +5,6 @@ MedSAM prompts, expert masks for the masked view, localization tags and counts."
 from __future__ import annotations
 
 import collections
-import io
 import json
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import datasets
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from conftest import REPO, run_snakemake
 from loclens.schema import FEATURES

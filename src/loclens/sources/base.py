@@ -5,9 +5,32 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..imageio import ImageError, probe, read_bytes
 from ..provenance import image_id_from_bytes, sha256_bytes
+from ..schema import ANSWER_TYPES
+
+
+def normalise_question(value) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("empty or non-text question")
+    return value.strip()
+
+
+def normalise_answer(value) -> str:
+    """Answers are text; JSON numbers (VQA-RAD has some) become their text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"answer of type {type(value).__name__}")
+    return str(value).strip()
+
+
+def normalise_answer_type(value) -> str:
+    """``OPEN``, ``"CLOSED "`` ... -> open | closed (each dataset's official label, kept as is)."""
+    answer_type = str(value).strip().lower()
+    if answer_type not in ANSWER_TYPES:
+        raise ValueError(f"unknown answer_type {value!r}")
+    return answer_type
 
 
 class SourceError(ValueError):
@@ -102,3 +125,72 @@ def load_image_record(dataset: str, root: Path, image_dir: Path, relative: str) 
         modality=None,
         body_region=None,
     )
+
+
+def load_json_list(path: Path, what: str, error: type[ValueError] = SourceError) -> list:
+    """A JSON list from ``path`` (UTF-8, BOM tolerated); ``error`` naming the file otherwise."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: not valid UTF-8 JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise error(f"{path}: expected a JSON list of {what}, got {type(data).__name__}")
+    return data
+
+
+def group_records(
+    dataset: str,
+    records: list,
+    file_name: str,
+    parse: Callable[[dict], tuple[QA, str]],
+    seen: dict[str, dict],
+    grouped: dict[str, list[QA]],
+) -> list[Reject]:
+    """Add each record's QA to ``grouped[image file]``; return the rejects with their reasons.
+
+    ``parse`` maps a record to (QA, image file) or raises ValueError naming the problem;
+    ``seen`` (qid -> record) spans every file of a source, so duplicates across files are caught.
+    """
+    rejects = []
+    for index, rec in enumerate(records):
+        where = f"{file_name}[{index}]"
+        if not isinstance(rec, dict):
+            rejects.append(Reject(dataset, where, f"record is a {type(rec).__name__}, not an object", record=rec))
+            continue
+        try:
+            qa, image_file = parse(rec)
+        except ValueError as exc:
+            qid = None if rec.get("qid") is None else str(rec["qid"])
+            rejects.append(Reject(dataset, where, f"malformed record: {exc}", qid=qid, record=rec))
+            continue
+        if qa.qid in seen:
+            same = seen[qa.qid] == rec
+            reason = "duplicate record (identical to an earlier one)" if same else "duplicate qid with conflicting content"
+            rejects.append(Reject(dataset, where, reason, qid=qa.qid, record=rec))
+            continue
+        seen[qa.qid] = rec
+        grouped.setdefault(image_file, []).append(qa)
+    return rejects
+
+
+def load_images(
+    dataset: str, root: Path, image_dir: Path, qa_by_file: dict[str, list[QA]]
+) -> tuple[dict[str, ImageRecord], list[Reject]]:
+    """Image records (by image_id) for ``qa_by_file`` (image file relative to ``image_dir`` ->
+    its QA), in that dict's order. The same pixels under another name are one image with all
+    QA (the first file's record); an unreadable image rejects its QA naming the file."""
+    images: dict[str, ImageRecord] = {}
+    rejects: list[Reject] = []
+    shown = image_dir.resolve().relative_to(root.resolve())
+    for name, qas in qa_by_file.items():
+        try:
+            image = load_image_record(dataset, root, image_dir, name)
+        except ImageError as exc:
+            rejects.extend(Reject(dataset, f"{shown.as_posix()}/{name}", str(exc), qid=qa.qid) for qa in qas)
+            continue
+        if image.image_id in images:
+            images[image.image_id].qa.extend(qas)
+            continue
+        image.qa = list(qas)
+        images[image.image_id] = image
+    return images, rejects

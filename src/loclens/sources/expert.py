@@ -20,7 +20,6 @@ class present, labelled with the organ name; their ``checkpoint_sha256`` is the 
 from __future__ import annotations
 
 import io
-import json
 import re
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..provenance import sha256_bytes
 from ..segment import rle
-from .base import SourceError
+from .base import SourceError, load_json_list
 
 #: Boxes may overhang the image by this many pixels (then clipped); more is an error.
 BOX_MARGIN = 2.0
@@ -122,12 +121,7 @@ def _number(value) -> bool:
 
 def read_boxes(path: Path, width: int, height: int) -> list[dict]:
     """``detection.json`` -> [{"label": organ, "box": [x, y, w, h]}] in file order."""
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AnnotationError(f"{path}: not valid UTF-8 JSON ({exc})") from None
-    if not isinstance(data, list):
-        raise AnnotationError(f"{path}: expected a JSON list of {{organ: [x, y, w, h]}} objects, got {type(data).__name__}")
+    data = load_json_list(path, "{organ: [x, y, w, h]} objects", AnnotationError)
     boxes = []
     for index, item in enumerate(data):
         where = f"{path}[{index}]"

@@ -30,7 +30,7 @@ from PIL import Image
 from ..atomic import write_bytes
 from ..imageio import ImageError, probe, read_bytes
 from ..provenance import image_id_from_bytes, sha256_bytes
-from .base import QA, ImageRecord, IngestResult, Reject, SourceError, safe_join
+from .base import QA, ImageRecord, IngestResult, Reject, SourceError, normalise_answer_type, safe_join
 
 DEFAULT_COLUMNS = {"image": "image", "question": "question", "answer": "answer"}
 SPLIT_NAMES = {"train": "train", "test": "test", "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation"}
@@ -90,9 +90,7 @@ def _qa(row: dict, cols: dict, qid: str, split: str, extra: dict) -> QA:
     question = _text(row, cols["question"])
     answer = _text(row, cols["answer"])
     if row.get("answer_type") is not None:
-        answer_type = str(row["answer_type"]).strip().lower()
-        if answer_type not in ("open", "closed"):
-            raise ValueError(f"unknown answer_type {row['answer_type']!r}")
+        answer_type = normalise_answer_type(row["answer_type"])
     else:
         answer_type = "closed" if answer.lower() in YES_NO else "open"
         extra["answer_type_rule"] = "derived: yes/no answers are closed, others open"

@@ -26,13 +26,24 @@ top-level ``mask.txt``) are validated and attached as described in ``sources/exp
 from __future__ import annotations
 
 import collections
-import json
+import functools
 import re
 from pathlib import Path
 
 from ..archive import ArchiveError, safe_extract
-from ..imageio import ImageError
-from .base import QA, ImageRecord, IngestResult, Reject, SourceError, load_image_record
+from .base import (
+    QA,
+    ImageRecord,
+    IngestResult,
+    Reject,
+    SourceError,
+    group_records,
+    load_images,
+    load_json_list,
+    normalise_answer,
+    normalise_answer_type,
+    normalise_question,
+)
 from .expert import expert_masks, read_boxes, read_class_names
 
 #: Official split -> the file names it has in the two layouts (original first).
@@ -73,7 +84,7 @@ def _as_int(value, key: str) -> int:
 
 
 def _parse_qa(rec: dict, split: str) -> tuple[QA, str]:
-    """Normalise one record to (QA, image folder name); raise ValueError naming the problem."""
+    """Normalise one record to (QA, image file ``xmlab<N>/source.jpg``); raise ValueError naming the problem."""
     missing = [k for k in REQUIRED_KEYS if rec.get(k) is None]
     if missing:
         raise ValueError(f"missing key(s) {missing}")
@@ -83,18 +94,11 @@ def _parse_qa(rec: dict, split: str) -> tuple[QA, str]:
     match = _IMG_NAME.match(img_name)
     if not match or int(match.group(1)) != img_id:
         raise ValueError(f"img_name {rec['img_name']!r} does not match img_id {img_id} (expected xmlab{img_id}/source.jpg)")
-    question = rec["question"]
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("empty or non-text question")
-    answer = rec["answer"]
-    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-        raise ValueError(f"answer of type {type(answer).__name__}")
-    answer = str(answer).strip()
+    question = normalise_question(rec["question"])
+    answer = normalise_answer(rec["answer"])
     if not answer:
         raise ValueError("empty answer")
-    answer_type = str(rec["answer_type"]).strip().lower()
-    if answer_type not in ("open", "closed"):
-        raise ValueError(f"unknown answer_type {rec['answer_type']!r}")
+    answer_type = normalise_answer_type(rec["answer_type"])
     lang = str(rec["q_lang"]).strip().lower()
     if lang not in LANGS:
         raise ValueError(f"unknown q_lang {rec['q_lang']!r}")
@@ -105,7 +109,7 @@ def _parse_qa(rec: dict, split: str) -> tuple[QA, str]:
     extra["official_split"] = split  # the same in both layouts (validate.json = validation.json)
     qa = QA(
         qid=str(qid),
-        question=question.strip(),
+        question=question,
         answer=answer,
         answer_type=answer_type,
         question_type=[content_type],
@@ -114,7 +118,7 @@ def _parse_qa(rec: dict, split: str) -> tuple[QA, str]:
         official_split=split,
         extra=extra,
     )
-    return qa, img_name.split("/", 1)[0]
+    return qa, img_name
 
 
 def split_files(root: Path) -> list[tuple[str, Path]]:
@@ -142,16 +146,6 @@ def missing_message(root: Path) -> str:
     )
 
 
-def _load_records(path: Path) -> list:
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"{path}: not valid UTF-8 JSON ({exc})") from None
-    if not isinstance(data, list):
-        raise SourceError(f"{path}: expected a JSON list of QA records, got {type(data).__name__}")
-    return data
-
-
 def image_folder(root: Path, unpack_dir: Path | None) -> tuple[Path, Path]:
     """(folder holding ``xmlab<N>/``, the folder ``source_file`` paths are relative to)."""
     if (root / IMAGE_DIR).is_dir():
@@ -171,33 +165,16 @@ def image_folder(root: Path, unpack_dir: Path | None) -> tuple[Path, Path]:
 
 
 def _collect(dataset: str, root: Path) -> tuple[dict[str, list[QA]], list[Reject], int]:
-    """QA grouped by image folder, rejects, and the number of input records."""
-    by_folder: dict[str, list[QA]] = {}
+    """QA grouped by image file (``xmlab<N>/source.jpg``), rejects, and the number of records."""
+    by_file: dict[str, list[QA]] = {}
     rejects: list[Reject] = []
-    seen: dict[str, dict] = {}
+    seen: dict[str, dict] = {}  # qids are unique across the split files
     total = 0
     for split, path in split_files(root):
-        records = _load_records(path)
+        records = load_json_list(path, "QA records")
         total += len(records)
-        for index, rec in enumerate(records):
-            where = f"{path.name}[{index}]"
-            if not isinstance(rec, dict):
-                rejects.append(Reject(dataset, where, f"record is a {type(rec).__name__}, not an object", record=rec))
-                continue
-            qid = None if rec.get("qid") is None else str(rec.get("qid"))
-            try:
-                qa, folder = _parse_qa(rec, split)
-            except ValueError as exc:
-                rejects.append(Reject(dataset, where, f"malformed record: {exc}", qid=qid, record=rec))
-                continue
-            if qa.qid in seen:
-                same = seen[qa.qid] == rec
-                reason = "duplicate record (identical to an earlier one)" if same else "duplicate qid with conflicting content"
-                rejects.append(Reject(dataset, where, reason, qid=qa.qid, record=rec))
-                continue
-            seen[qa.qid] = rec
-            by_folder.setdefault(folder, []).append(qa)
-    return by_folder, rejects, total
+        rejects += group_records(dataset, records, path.name, lambda rec: _parse_qa(rec, split), seen, by_file)
+    return by_file, rejects, total
 
 
 def _attach_annotations(image: ImageRecord, folder: Path, class_names) -> None:
@@ -221,33 +198,19 @@ def read_slake(root, dataset: str = "slake", unpack_dir=None) -> IngestResult:
     if not split_files(root):
         raise SourceError(missing_message(root))
     images_root, base = image_folder(root, None if unpack_dir is None else Path(unpack_dir))
-    by_folder, rejects, total = _collect(dataset, root)
+    by_file, rejects, total = _collect(dataset, root)
 
-    names_cache: dict = {}
+    # mask.txt is read (and must exist) only when some image has a mask.png.
+    class_names = functools.cache(lambda: read_class_names(root / CLASS_NAMES))
+    ordered = {f: by_file[f] for f in sorted(by_file, key=lambda f: int(f.split("/")[0][len("xmlab"):]))}
+    images, image_rejects = load_images(dataset, base, images_root, ordered)
+    rejects += image_rejects
+    for image in images.values():
+        # The first folder of an image's pixels holds the annotations used.
+        _attach_annotations(image, images_root / Path(image.source_file).parent.name, class_names)
 
-    def class_names():
-        if "names" not in names_cache:
-            names_cache["names"] = read_class_names(root / CLASS_NAMES)
-        return names_cache["names"]
-
-    images: dict[str, ImageRecord] = {}
-    for folder in sorted(by_folder, key=lambda f: int(f[len("xmlab"):])):
-        qas = by_folder[folder]
-        relative = f"{folder}/source.jpg"
-        try:
-            image = load_image_record(dataset, base, images_root, relative)
-        except ImageError as exc:
-            rejects.extend(Reject(dataset, f"{IMAGE_DIR}/{relative}", str(exc), qid=qa.qid) for qa in qas)
-            continue
-        if image.image_id in images:
-            # The same pixels in another folder: one image, all QA kept, first folder's annotations.
-            images[image.image_id].qa.extend(qas)
-            continue
-        image.qa = qas
-        _attach_annotations(image, images_root / folder, class_names)
-        images[image.image_id] = image
-
-    for path in sorted(p for p in images_root.iterdir() if p.is_dir() and p.name not in by_folder):
+    folders = {f.split("/")[0] for f in by_file}
+    for path in sorted(p for p in images_root.iterdir() if p.is_dir() and p.name not in folders):
         rejects.append(Reject(dataset, f"{IMAGE_DIR}/{path.name}", "image folder has no QA record", kind="image"))
     for image in images.values():
         _describe(image)

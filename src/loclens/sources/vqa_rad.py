@@ -9,12 +9,21 @@ CLOSED is not the same as yes/no.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from ..imageio import ImageError
-from .base import QA, ImageRecord, IngestResult, Reject, SourceError, load_image_record
+from .base import (
+    QA,
+    IngestResult,
+    Reject,
+    SourceError,
+    group_records,
+    load_images,
+    load_json_list,
+    normalise_answer,
+    normalise_answer_type,
+    normalise_question,
+)
 
 JSON_NAME = "VQA_RAD Dataset Public.json"
 IMAGE_DIR = "VQA_RAD Image Folder"
@@ -58,16 +67,9 @@ def _parse_qa(rec: dict) -> QA:
     for key in ("question", "answer", "answer_type", "image_name", "phrase_type"):
         if key not in rec or rec[key] is None:
             raise ValueError(f"missing key {key!r}")
-    question = rec["question"]
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("empty or non-text question")
-    answer = rec["answer"]
-    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-        raise ValueError(f"answer of type {type(answer).__name__}")
-    answer = str(answer).strip()
-    answer_type = str(rec["answer_type"]).strip().lower()
-    if answer_type not in ("open", "closed"):
-        raise ValueError(f"unknown answer_type {rec['answer_type']!r}")
+    question = normalise_question(rec["question"])
+    answer = normalise_answer(rec["answer"])
+    answer_type = normalise_answer_type(rec["answer_type"])
     phrase = str(rec["phrase_type"]).strip()
     if phrase not in PHRASE_SPLIT:
         raise ValueError(f"unknown phrase_type {phrase!r}")
@@ -76,7 +78,7 @@ def _parse_qa(rec: dict) -> QA:
     extra["question_type_raw"] = rec.get("question_type")
     return QA(
         qid=str(rec.get("qid")),
-        question=question.strip(),
+        question=question,
         answer=answer,
         answer_type=answer_type,
         question_type=_question_types(rec.get("question_type")),
@@ -98,15 +100,13 @@ def infer_modality(qas: list[QA]) -> str | None:
 
 
 def _load_json(json_path: Path) -> list:
-    try:
-        data = json.loads(json_path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise SourceError(f"{json_path}: QA file not found (expected the VQA-RAD release layout)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"{json_path}: not valid UTF-8 JSON ({exc})") from None
-    if not isinstance(data, list):
-        raise SourceError(f"{json_path}: expected a JSON list of QA records, got {type(data).__name__}")
-    return data
+    if not json_path.is_file():
+        raise SourceError(f"{json_path}: QA file not found (expected the VQA-RAD release layout)")
+    return load_json_list(json_path, "QA records")
+
+
+def _parse(rec: dict) -> tuple[QA, str]:
+    return _parse_qa(rec), str(rec["image_name"])
 
 
 def read_vqa_rad(root, dataset: str = "vqa_rad", json_name: str = JSON_NAME, image_dir: str = IMAGE_DIR) -> IngestResult:
@@ -117,42 +117,10 @@ def read_vqa_rad(root, dataset: str = "vqa_rad", json_name: str = JSON_NAME, ima
     if not images_root.is_dir():
         raise SourceError(f"{images_root}: image folder not found")
 
-    rejects: list[Reject] = []
     by_name: dict[str, list[QA]] = {}
-    seen_qids: dict[str, dict] = {}
-    for index, rec in enumerate(records):
-        where = f"{json_name}[{index}]"
-        if not isinstance(rec, dict):
-            rejects.append(Reject(dataset, where, f"record is a {type(rec).__name__}, not an object", record=rec))
-            continue
-        qid = str(rec.get("qid"))
-        try:
-            qa = _parse_qa(rec)
-        except ValueError as exc:
-            rejects.append(Reject(dataset, where, f"malformed record: {exc}", qid=qid, record=rec))
-            continue
-        if qid in seen_qids:
-            same = seen_qids[qid] == rec
-            reason = "duplicate record (identical to an earlier one)" if same else "duplicate qid with conflicting content"
-            rejects.append(Reject(dataset, where, reason, qid=qid, record=rec))
-            continue
-        seen_qids[qid] = rec
-        by_name.setdefault(str(rec["image_name"]), []).append(qa)
-
-    images: dict[str, ImageRecord] = {}
-    for name in sorted(by_name):
-        qas = by_name[name]
-        try:
-            image = load_image_record(dataset, root, images_root, name)
-        except ImageError as exc:
-            rejects.extend(Reject(dataset, f"{image_dir}/{name}", str(exc), qid=qa.qid) for qa in qas)
-            continue
-        if image.image_id in images:
-            # The same pixels under another file name: one image, all QA kept.
-            images[image.image_id].qa.extend(qas)
-            continue
-        image.qa = qas
-        images[image.image_id] = image
+    rejects = group_records(dataset, records, json_name, _parse, {}, by_name)
+    images, image_rejects = load_images(dataset, root, images_root, {n: by_name[n] for n in sorted(by_name)})
+    rejects += image_rejects
 
     referenced = set(by_name)
     for path in sorted(p for p in images_root.iterdir() if p.is_file()):
