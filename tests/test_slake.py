@@ -229,3 +229,22 @@ def test_missing_dataset_says_how_to_get_it(tmp_path):
     message = str(err.value)
     assert "loclens download slake --out" in message and "BoKelvin/SLAKE" in message
 
+
+
+def test_expert_boxes_are_the_first_prompt_source_with_their_own_cap(trees):
+    from loclens.imageio import load_rgb, read_bytes
+    from loclens.segment.prompts import prompt_context, prompts_for
+
+    original, _, _ = trees
+    cfg = validate({"datasets": {"slake": {}}})["segment"]["medsam"]
+    cfg["max_prompts"] = 2  # the global cap; expert boxes have their own (32)
+    for image in read_source("slake", original, dataset="slake").images:
+        pixels = load_rgb(read_bytes(image.path), image.path)
+        prompts = prompts_for(pixels, cfg["prompts"], cfg, context=prompt_context(asdict(image)))
+        if image.expert_boxes:
+            assert len(image.expert_boxes) > 2
+            assert [(p.source, p.label) for p in prompts] == [("expert", b["label"]) for b in image.expert_boxes]
+            x, y, w, h = image.expert_boxes[0]["box"]
+            assert prompts[0].box == (x, y, x + w, y + h)  # x0, y0, x1, y1 for the segmenter
+        else:
+            assert prompts and len(prompts) <= 2 and {p.source for p in prompts} == {"otsu"}
