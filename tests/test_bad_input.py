@@ -98,5 +98,8 @@ def test_duplicate_qids_are_reported(tmp_path):
     (root / JSON_NAME).write_text(json.dumps(recs))
     result = read_source("vqa_rad", root, dataset="dups")
     reasons = sorted(r.reason for r in result.rejects)
-    assert reasons == ["duplicate qid with conflicting content", "duplicate record (identical to an earlier one)"]
+    assert reasons == [
+        f"duplicate qid with conflicting content (vs {JSON_NAME}[0], which is kept)",
+        f"duplicate record (identical to {JSON_NAME}[0], which is kept)",
+    ]
     assert sum(len(i.qa) for i in result.images) == 1

@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temporary name in the same folder, fsync, then rename.
 
 An interrupted run therefore never leaves a file under its final name that looks complete
-but is half written; at worst a ``.tmp-*`` file is left, which the next run overwrites.
+but is half written; at worst a ``.tmp-<name>.*`` file is left beside it (the release step
+removes those from the release folder, see ``release.finalize``).
 """
 
 from __future__ import annotations
@@ -9,9 +10,32 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import sys
 import tempfile
+import time
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterator
+
+#: Prefix of temporary files; anything starting with it is an unfinished write.
+TMP_PREFIX = ".tmp-"
+
+#: Fault injection for the interruption tests: when this environment variable holds a glob
+#: matching a final path, the writer stops once the content is complete under its temporary
+#: name (the worst moment for an interruption), says so on stderr and waits to be killed.
+HOLD_ENV = "LOCLENS_HOLD_BEFORE_RENAME"
+#: A held writer gives up after this many seconds (so a forgotten variable cannot hang a run).
+HOLD_SECONDS = 600
+
+
+def _hold_if_asked(final: Path) -> None:
+    pattern = os.environ.get(HOLD_ENV)
+    if not pattern or not fnmatch(str(final), pattern):
+        return
+    print(f"loclens: holding {final} before rename ({HOLD_ENV})", file=sys.stderr, flush=True)
+    time.sleep(HOLD_SECONDS)
+    raise RuntimeError(f"{final}: held before rename by {HOLD_ENV} and not killed")
 
 
 @contextlib.contextmanager
@@ -19,13 +43,14 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{final.name}.", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _hold_if_asked(final)
         # mkstemp creates 0600 files; releases are meant to be shared.
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, final)
@@ -36,6 +61,11 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
 def write_bytes(final: str | os.PathLike, data: bytes) -> None:
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)
+
+
+def copy_file(source: str | os.PathLike, final: str | os.PathLike) -> None:
+    with atomic_path(final) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def write_text(final: str | os.PathLike, text: str) -> None:

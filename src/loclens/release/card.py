@@ -109,11 +109,13 @@ def _dataset_section(release_dir: Path, name: str, d: dict, segmenters: list[dic
     lines += [
         "",
         f"Input QA records: {acc['input_records']}; released: {acc['released_qa']}; rejected: "
-        f"{acc['rejected_qa']} (each with its reason in `{d['rejects_file']}`).",
+        f"{acc['rejected_qa']} (each with its reason in `{d['rejects_file']}`); images without any "
+        f"QA record: {acc.get('rejected_images', 0)}.",
         "",
         f"Source data: {origin_text(d)}",
         "",
         *localization_lines(d),
+        *_rejects_table(acc.get("by_reason", [])),
     ]
     return "\n".join(lines)
 
@@ -150,6 +152,17 @@ def localization_lines(d: dict) -> list[str]:
         lines.append(f"| {split} | {c['qa']} | {c['anatomical']} | {c['positioning']} | {c['localization']} |")
     rules = ", ".join(f"`{rule}` {n}" for rule, n in (d.get("localization_rules") or {}).items())
     return ["Localization tags (`qa.localization`, rule in `qa.localization_rule`):", "", *lines, "", f"Rules: {rules}.", ""]
+
+
+def _rejects_table(by_reason: list[dict]) -> list[str]:
+    """Why records were rejected, most frequent first (details per record in the report)."""
+    if not by_reason:
+        return []
+    lines = ["Rejects by reason:", "", "| rejected | count | reason |", "|---|---|---|"]
+    for r in by_reason:
+        what = "QA records" if r["kind"] == "qa" else "images"
+        lines.append(f"| {what} | {r['count']} | {r['reason'].replace('|', '/')} |")
+    return lines + [""]
 
 
 def render_card(release_dir: Path, manifest: dict, config: dict, segmenters: list[dict]) -> str:

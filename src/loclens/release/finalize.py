@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..atomic import TMP_PREFIX
 from ..ingest import check_accounting
 from ..provenance import config_hash
 from ..stages import build_hash
@@ -27,6 +28,17 @@ def remove_stale_shards(release_dir: Path, plan: dict) -> list[Path]:
     return stale
 
 
+def remove_unfinished_writes(release_dir: Path) -> list[Path]:
+    """Temporary files of writers that were killed (``.tmp-*``, see ``atomic``). The release
+    step runs after every shard job, so none of them is still being written; a release that
+    is published must not carry them."""
+    leftovers = sorted(p for p in release_dir.rglob(f"{TMP_PREFIX}*") if p.is_file())
+    for path in leftovers:
+        log.info("removing unfinished write %s", path)
+        path.unlink()
+    return leftovers
+
+
 def segmenter_infos(mask_paths: list[str]) -> list[dict]:
     infos: dict[str, dict] = {}
     for path in mask_paths:
@@ -39,6 +51,7 @@ def segmenter_infos(mask_paths: list[str]) -> list[dict]:
 def finalize_release(release_dir: Path, plan_paths: list[Path], config: dict, mask_paths: list[str]) -> dict:
     datasets = {}
     hashes = {}
+    remove_unfinished_writes(release_dir)
     for plan_path in plan_paths:
         plan = json.loads(plan_path.read_text())
         check_accounting(plan)

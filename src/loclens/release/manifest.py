@@ -4,12 +4,12 @@ complete release."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ..atomic import write_json
+from ..accounting import dataset_accounting, read_rejects
+from ..atomic import copy_file, write_json
 from ..provenance import package_version, sha256_file
 
 MANIFEST = "manifest.json"
@@ -33,21 +33,17 @@ def dataset_entry(release_dir: Path, plan: dict, rejects_path: Path) -> dict:
         split = splits.setdefault(shard["split"], {"rows": 0, "shards": []})
         split["rows"] += entry["rows"]
         split["shards"].append(entry)
-    target = release_dir / REJECTS_DIR / f"{plan['dataset']}.jsonl"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(rejects_path, target)
+    rejects_file = f"{REJECTS_DIR}/{plan['dataset']}.jsonl"
+    copy_file(rejects_path, release_dir / rejects_file)
     return {
         "source": plan["source"],
         "origin": plan.get("origin"),
         "localization": plan.get("localization", {}),
         "localization_rules": plan.get("localization_rules", {}),
         "splits": splits,
-        "accounting": {
-            "input_records": plan["input_records"],
-            "released_qa": plan["released_qa"],
-            "rejected_qa": plan["rejected_qa"],
-        },
-        "rejects_file": f"{REJECTS_DIR}/{plan['dataset']}.jsonl",
+        "accounting": dataset_accounting(release_dir, plan, read_rejects(release_dir / rejects_file)),
+        "rejects_file": rejects_file,
+        "rejects_sha256": sha256_file(release_dir / rejects_file),
     }
 
 

@@ -78,9 +78,15 @@ def expert_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) ->
     return prompts
 
 
-def prompt_context(row: dict) -> dict:
-    """What prompt sources may know about one image, from its ingest record."""
-    return {"expert_boxes": row.get("expert_boxes") or []}
+def prompt_context(row: dict, shape: tuple[int, int] | None = None) -> dict:
+    """What prompt sources may know about one image, from its ingest record, in the pixels of
+    the image the segmenter sees: ``shape`` is its (height, width) when it was reduced from the
+    record's size (see segment.run.WORK_MAX_SIDE)."""
+    boxes = row.get("expert_boxes") or []
+    if shape is not None and tuple(shape) != (row["height"], row["width"]):
+        sy, sx = shape[0] / row["height"], shape[1] / row["width"]
+        boxes = [{**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes]
+    return {"expert_boxes": boxes}
 
 
 PromptFn = Callable[[np.ndarray, dict, dict | None], list[Prompt]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,14 +21,27 @@ from .prompts import Prompt, prompt_context, prompts_for
 
 #: Images sent through the encoder together.
 ENCODER_BATCH = 4
+#: Segmenters see images at most this many pixels per side (SAM and MedSAM work at 1024,
+#: LiteMedSAM at 256): larger images are reduced while being read, prompts and masks are made
+#: at that size, and masks are scaled back to the image's size in RLE form. So the memory of a
+#: segmentation job does not grow with the image (a 6000x5000 scan costs what a 1024 one does),
+#: and images up to this size are processed exactly as read.
+WORK_MAX_SIDE = 1024
 
 
-def mask_entries(segmenter, masks: np.ndarray, scores: np.ndarray, prompts: list[Prompt]) -> list[dict]:
+def mask_entries(
+    segmenter, masks: np.ndarray, scores: np.ndarray, prompts: list[Prompt], size: tuple[int, int] | None = None
+) -> list[dict]:
+    """Cache entries of one image's masks, at ``size`` = the image's (height, width) when the
+    masks were made on a reduced copy (boxes are scaled back to the image's pixels too)."""
     entries = []
     for mask, score, prompt in zip(masks, scores, prompts):
         if not mask.any():
             continue  # an empty mask carries no localization; not stored
-        encoded = rle.encode(mask)
+        height, width = size or mask.shape
+        sy, sx = height / mask.shape[0], width / mask.shape[1]
+        encoded = rle.encode_resized(mask, (height, width))
+        x0, y0, x1, y1 = prompt.box
         entries.append(
             {
                 "segmenter": segmenter.name,
@@ -35,9 +49,9 @@ def mask_entries(segmenter, masks: np.ndarray, scores: np.ndarray, prompts: list
                 "prompt_source": prompt.source,
                 "rle": encoded,
                 "bbox": rle.bbox_xywh(encoded),
-                "prompt_box": [float(v) for v in prompt.box],
+                "prompt_box": [float(x0 * sx), float(y0 * sy), float(x1 * sx), float(y1 * sy)],
                 "score": float(score),
-                "area": int(mask.sum()),
+                "area": rle.area(encoded),
                 "model": segmenter.model_name,
                 "checkpoint_sha256": segmenter.checkpoint_sha256,
             }
@@ -46,7 +60,7 @@ def mask_entries(segmenter, masks: np.ndarray, scores: np.ndarray, prompts: list
 
 
 def _load(row: dict) -> np.ndarray:
-    return load_rgb(read_bytes(row["path"]), row["path"])
+    return load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE)
 
 
 def segment_images(segmenter, rows: list[dict], prompt_cfg: dict, progress: bool = True) -> list[dict]:
@@ -65,13 +79,13 @@ def segment_images(segmenter, rows: list[dict], prompt_cfg: dict, progress: bool
             encoded = segmenter.encode(images)
             enc_each = (segmenter.timings["encoder"] - enc0) / len(images)
             for row, image, enc in zip(batch, images, encoded):
-                prompts = prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=prompt_context(row))
+                prompts = prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=prompt_context(row, image.shape[:2]))
                 d0 = segmenter.timings["decoder"]
                 masks, scores = segmenter.decode(enc, np.array([p.box for p in prompts], dtype=np.float32))
                 out.append(
                     {
                         "image_id": row["image_id"],
-                        "masks": mask_entries(segmenter, masks, scores, prompts),
+                        "masks": mask_entries(segmenter, masks, scores, prompts, (row["height"], row["width"])),
                         "encoder_seconds": enc_each,
                         "decoder_seconds": segmenter.timings["decoder"] - d0,
                     }
@@ -108,4 +122,9 @@ def run_segment_shard(segmenter_name: str, cfg: dict, rows: list[dict], out_path
     load_s = time.perf_counter() - t0
     results = segment_images(segmenter, unique, cfg)
     write_masks(Path(out_path), results, segmenter_info(segmenter, cfg))
-    return {"images": len(unique), "model_load_seconds": load_s, **segmenter.timings}
+    return {"images": len(unique), "model_load_seconds": load_s, **segmenter.timings, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports kilobytes)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -19,10 +19,14 @@ def normalise_question(value) -> str:
 
 
 def normalise_answer(value) -> str:
-    """Answers are text; JSON numbers (VQA-RAD has some) become their text."""
+    """Answers are text; JSON numbers (VQA-RAD has some) become their text. An empty answer
+    teaches nothing and would match any empty prediction: rejected."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValueError(f"answer of type {type(value).__name__}")
-    return str(value).strip()
+    answer = str(value).strip()
+    if not answer:
+        raise ValueError("empty answer")
+    return answer
 
 
 def normalise_answer_type(value) -> str:
@@ -49,7 +53,9 @@ class Reject:
     kind: str = "qa"  # "qa": an input QA record; "image": an image file no QA refers to
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Undecodable bytes in a source (kept as surrogates) cannot be written as UTF-8; the
+        # report shows them escaped instead of failing the whole ingest.
+        return printable(asdict(self))
 
 
 @dataclass
@@ -100,12 +106,60 @@ class IngestResult:
     input_records: int
 
 
+def printable(obj):
+    """``obj`` with every string made encodable as UTF-8: lone surrogates (from undecodable
+    bytes read with ``surrogateescape``, or from ``\\udXXX`` escapes in JSON) become
+    backslash escapes such as ``\\xe9``."""
+    if isinstance(obj, str):
+        if not has_surrogates(obj):
+            return obj
+        try:
+            return obj.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, dict):
+        return {printable(k): printable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [printable(v) for v in obj]
+    return obj
+
+
+def has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def invalid_text_field(obj, path: str = "") -> str | None:
+    """The first field (dotted path) of a record whose text is not valid Unicode, else None."""
+    if isinstance(obj, str):
+        return path or "<value>" if has_surrogates(obj) else None
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        if isinstance(key, str) and has_surrogates(key):
+            return f"{path}.{printable(key)}".lstrip(".")
+        found = invalid_text_field(value, f"{path}.{key}".lstrip("."))
+        if found:
+            return found
+    return None
+
+
 def safe_join(root: Path, relative: str) -> Path:
-    """Join a source-provided relative path under ``root``; refuse paths that escape it."""
+    """Join a source-provided relative path under ``root``; refuse paths that escape it
+    (``../``, absolute paths, symbolic links pointing outside)."""
+    if not relative or "\x00" in relative:
+        raise ImageError(printable(repr(relative)), "not a valid file name")
     candidate = (root / relative).resolve()
     root_resolved = root.resolve()
     if candidate != root_resolved and root_resolved not in candidate.parents:
-        raise ImageError(f"{relative}: path escapes the dataset root {root}")
+        raise ImageError(printable(relative), "path escapes the dataset root")
     return candidate
 
 
@@ -127,10 +181,16 @@ def load_image_record(dataset: str, root: Path, image_dir: Path, relative: str) 
     )
 
 
-def load_json_list(path: Path, what: str, error: type[ValueError] = SourceError) -> list:
-    """A JSON list from ``path`` (UTF-8, BOM tolerated); ``error`` naming the file otherwise."""
+def load_json_list(path: Path, what: str, error: type[ValueError] = SourceError, keep_undecodable: bool = False) -> list:
+    """A JSON list from ``path`` (UTF-8, BOM tolerated); ``error`` naming the file otherwise.
+
+    ``keep_undecodable`` (for lists of QA records): bytes that are not UTF-8 are kept as
+    surrogates (``surrogateescape``) so that ``group_records`` rejects only the records holding
+    them, not the whole file."""
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        data = json.loads(path.read_bytes().decode("utf-8-sig", "surrogateescape" if keep_undecodable else "strict"))
+    except IsADirectoryError:
+        raise error(f"{path}: is a folder, expected a JSON file") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise error(f"{path}: not valid UTF-8 JSON ({exc})") from None
     if not isinstance(data, list):
@@ -143,13 +203,14 @@ def group_records(
     records: list,
     file_name: str,
     parse: Callable[[dict], tuple[QA, str]],
-    seen: dict[str, dict],
+    seen: dict[str, tuple[dict, str]],
     grouped: dict[str, list[QA]],
 ) -> list[Reject]:
     """Add each record's QA to ``grouped[image file]``; return the rejects with their reasons.
 
     ``parse`` maps a record to (QA, image file) or raises ValueError naming the problem;
-    ``seen`` (qid -> record) spans every file of a source, so duplicates across files are caught.
+    ``seen`` (qid -> (record, where)) spans every file of a source, so duplicates across files
+    are caught. Records holding text that is not valid UTF-8 are rejected before parsing.
     """
     rejects = []
     for index, rec in enumerate(records):
@@ -158,17 +219,20 @@ def group_records(
             rejects.append(Reject(dataset, where, f"record is a {type(rec).__name__}, not an object", record=rec))
             continue
         try:
+            bad_text = invalid_text_field(rec)
+            if bad_text:
+                raise ValueError(f"field {bad_text!r} is not valid UTF-8 text")
             qa, image_file = parse(rec)
         except ValueError as exc:
-            qid = None if rec.get("qid") is None else str(rec["qid"])
+            qid = None if rec.get("qid") is None else printable(str(rec["qid"]))
             rejects.append(Reject(dataset, where, f"malformed record: {exc}", qid=qid, record=rec))
             continue
         if qa.qid in seen:
-            same = seen[qa.qid] == rec
-            reason = "duplicate record (identical to an earlier one)" if same else "duplicate qid with conflicting content"
-            rejects.append(Reject(dataset, where, reason, qid=qa.qid, record=rec))
+            first, first_where = seen[qa.qid]
+            kind = "duplicate record (identical to" if first == rec else "duplicate qid with conflicting content (vs"
+            rejects.append(Reject(dataset, where, f"{kind} {first_where}, which is kept)", qid=qa.qid, record=rec))
             continue
-        seen[qa.qid] = rec
+        seen[qa.qid] = (rec, where)
         grouped.setdefault(image_file, []).append(qa)
     return rejects
 
@@ -186,7 +250,8 @@ def load_images(
         try:
             image = load_image_record(dataset, root, image_dir, name)
         except ImageError as exc:
-            rejects.extend(Reject(dataset, f"{shown.as_posix()}/{name}", str(exc), qid=qa.qid) for qa in qas)
+            # The reason without the absolute path (the report is published; the file is named).
+            rejects.extend(Reject(dataset, f"{shown.as_posix()}/{name}", exc.problem, qid=qa.qid) for qa in qas)
             continue
         if image.image_id in images:
             images[image.image_id].qa.extend(qas)

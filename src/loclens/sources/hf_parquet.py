@@ -146,7 +146,9 @@ def read_hf_parquet(root, dataset: str = "hf_parquet", unpack_dir=None, columns:
                     data, name = _image_bytes(row.get(cols["image"]), path)
                     width, height = probe(data, where)
                 except (ValueError, ImageError) as exc:
-                    rejects.append(Reject(dataset, where, f"malformed record: {exc}", qid=qid, record=record))
+                    # An image error without its file's absolute path: the report is published.
+                    problem = exc.problem if isinstance(exc, ImageError) else str(exc)
+                    rejects.append(Reject(dataset, where, f"malformed record: {problem}", qid=qid, record=record))
                     continue
                 image_id = image_id_from_bytes(data)
                 if image_id not in images:

@@ -95,9 +95,7 @@ def _parse_qa(rec: dict, split: str) -> tuple[QA, str]:
     if not match or int(match.group(1)) != img_id:
         raise ValueError(f"img_name {rec['img_name']!r} does not match img_id {img_id} (expected xmlab{img_id}/source.jpg)")
     question = normalise_question(rec["question"])
-    answer = normalise_answer(rec["answer"])
-    if not answer:
-        raise ValueError("empty answer")
+    answer = normalise_answer(rec["answer"])  # rejects empty answers
     answer_type = normalise_answer_type(rec["answer_type"])
     lang = str(rec["q_lang"]).strip().lower()
     if lang not in LANGS:
@@ -168,10 +166,10 @@ def _collect(dataset: str, root: Path) -> tuple[dict[str, list[QA]], list[Reject
     """QA grouped by image file (``xmlab<N>/source.jpg``), rejects, and the number of records."""
     by_file: dict[str, list[QA]] = {}
     rejects: list[Reject] = []
-    seen: dict[str, dict] = {}  # qids are unique across the split files
+    seen: dict[str, tuple[dict, str]] = {}  # qids are unique across the split files
     total = 0
     for split, path in split_files(root):
-        records = load_json_list(path, "QA records")
+        records = load_json_list(path, "QA records", keep_undecodable=True)
         total += len(records)
         rejects += group_records(dataset, records, path.name, lambda rec: _parse_qa(rec, split), seen, by_file)
     return by_file, rejects, total

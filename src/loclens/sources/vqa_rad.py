@@ -64,12 +64,14 @@ def _question_types(raw) -> list[str]:
 
 def _parse_qa(rec: dict) -> QA:
     """Normalise one record; raise ValueError with the problem for malformed ones."""
-    for key in ("question", "answer", "answer_type", "image_name", "phrase_type"):
+    for key in ("qid", "question", "answer", "answer_type", "image_name", "phrase_type"):
         if key not in rec or rec[key] is None:
             raise ValueError(f"missing key {key!r}")
     question = normalise_question(rec["question"])
     answer = normalise_answer(rec["answer"])
     answer_type = normalise_answer_type(rec["answer_type"])
+    if not isinstance(rec["image_name"], str) or not rec["image_name"].strip():
+        raise ValueError("empty or non-text image_name")
     phrase = str(rec["phrase_type"]).strip()
     if phrase not in PHRASE_SPLIT:
         raise ValueError(f"unknown phrase_type {phrase!r}")
@@ -102,7 +104,7 @@ def infer_modality(qas: list[QA]) -> str | None:
 def _load_json(json_path: Path) -> list:
     if not json_path.is_file():
         raise SourceError(f"{json_path}: QA file not found (expected the VQA-RAD release layout)")
-    return load_json_list(json_path, "QA records")
+    return load_json_list(json_path, "QA records", keep_undecodable=True)
 
 
 def _parse(rec: dict) -> tuple[QA, str]:
