@@ -2,14 +2,23 @@
 import json
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from loclens import stages
-from loclens.config import dataset_source
+from loclens.config import ConfigError, dataset_source
+from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
 from loclens.ingest import download_origin, source_root
 from loclens.sources import source_spec
 
+# The same schema twice: loclens first, for one short message listing every wrong key at once
+# ("render: Additional properties are not allowed ('alhpa' was unexpected)"); then Snakemake's
+# validate, which fills the defaults into `config`.
+try:
+    check_config(config, source="configuration")
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 validate(config, "../workflow/schemas/config.schema.yaml")
 
 RESULTS = Path(config["results"])

@@ -23,6 +23,9 @@ from PIL import Image, UnidentifiedImageError
 
 #: Refuse images above this many pixels instead of exhausting memory (a 16k x 16k image).
 MAX_PIXELS = 16384 * 16384
+# PIL's own decompression-bomb check (run while opening, made an error below) uses the same
+# limit, so that there is one limit and not PIL's default of 89 million pixels as well.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 #: Smallest side that can be segmented.
 MIN_SIDE = 2
 #: High bit depth modes: min-max scaled to 8 bits.
@@ -51,7 +54,9 @@ def _header(data: bytes, name: str) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(name, f"image exceeds the limit of {MAX_PIXELS} pixels ({exc})") from None
+    except UnidentifiedImageError:
         # Not the exception text: it holds the repr of a BytesIO (a memory address), which
         # would make the rejects report differ from run to run.
         raise ImageError(name, "not a readable image (unknown format or not an image file)") from None
