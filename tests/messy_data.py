@@ -65,6 +65,7 @@ def image_files() -> dict[str, bytes]:
         "alpha.png": encode(Image.fromarray(rgba, "RGBA"), "PNG"),
         "jpeg_named.png": encode(Image.fromarray(phantom("head", 256, 8)), "JPEG", quality=90),
         "large.png": encode(large, "PNG", compress_level=1),
+        "palette.png": encode(Image.fromarray(phantom("chest", 256, 12)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
         "truncated.jpg": truncated[: len(truncated) // 2],
         "not_png.png": b"<html><body>404 Not Found</body></html>\n",
         "tiny.png": encode(Image.new("L", (1, 1), 128), "PNG"),
@@ -115,7 +116,7 @@ def write_messy_release(root: Path) -> Expected:
 
     exp = Expected(outside_sha256=sha256_bytes(outside), orphans={"orphan.png"})
     records: list = []
-    good = ["good.png", "good.jpg", "gray16.png", "cmyk.jpg", "alpha.png", "jpeg_named.png", "large.png"]
+    good = ["good.png", "good.jpg", "gray16.png", "cmyk.jpg", "alpha.png", "jpeg_named.png", "large.png", "palette.png"]
     qid = 100
     for k, name in enumerate(good):
         records.append(_qa(qid, name))

@@ -22,7 +22,7 @@ from typing import Iterator
 TMP_PREFIX = ".tmp-"
 
 #: Fault injection for the interruption tests: when this environment variable holds a glob
-#: matching a final path, the writer stops once the content is complete under its temporary
+#: matching a final path (absolute), the writer stops once the content is complete under its temporary
 #: name (the worst moment for an interruption), says so on stderr and waits to be killed.
 HOLD_ENV = "LOCLENS_HOLD_BEFORE_RENAME"
 #: A held writer gives up after this many seconds (so a forgotten variable cannot hang a run).
@@ -31,7 +31,7 @@ HOLD_SECONDS = 600
 
 def _hold_if_asked(final: Path) -> None:
     pattern = os.environ.get(HOLD_ENV)
-    if not pattern or not fnmatch(str(final), pattern):
+    if not pattern or not fnmatch(os.path.abspath(final), pattern):
         return
     print(f"loclens: holding {final} before rename ({HOLD_ENV})", file=sys.stderr, flush=True)
     time.sleep(HOLD_SECONDS)
