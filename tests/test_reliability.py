@@ -132,8 +132,8 @@ def test_large_images_are_reduced_while_read(files):
     full = np.asarray(Image.fromarray(load_rgb(jpeg, "big.jpg")).resize(fast.shape[1::-1], Image.Resampling.BOX))
     assert fast.shape == (410, 512, 3)
     assert np.abs(fast.astype(int) - full.astype(int)).mean() < 3
-    small = load_rgb(files["good.png"], "good.png", max_side=WORK_MAX_SIDE)
-    assert np.array_equal(small, load_rgb(files["good.png"], "good.png"))  # small images: untouched
+    small = load_rgb(files["palette.png"], "palette.png", max_side=WORK_MAX_SIDE)
+    assert np.array_equal(small, load_rgb(files["palette.png"], "palette.png"))  # small images: untouched
 
 
 def test_masks_from_a_reduced_image_are_stored_at_the_image_size():
