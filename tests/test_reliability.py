@@ -288,3 +288,55 @@ def test_release_refuses_a_plan_that_does_not_match_its_shards(small_release, tm
         accounting.dataset_accounting(
             release, {**plan, "released_qa": plan["released_qa"] + 1}, accounting.read_rejects(release / "rejects" / "messy.jsonl")
         )
+
+
+# --- archives -----------------------------------------------------------------------------------
+
+
+def _zip(path: Path, members: list[tuple[str, bytes]], symlink: str | None = None) -> Path:
+    import stat
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("imgs/xmlab1/source.jpg", b"fine")
+        for name, data in members:
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "../../../../etc/passwd")
+    return path
+
+
+@pytest.mark.parametrize(
+    "members, symlink, problem",
+    [
+        ([("../../evil.txt", b"x")], None, "escapes the target folder"),
+        ([("imgs/../../evil.txt", b"x")], None, "escapes the target folder"),
+        ([("..\\..\\evil.txt", b"x")], None, "escapes the target folder"),
+        ([("/tmp/evil.txt", b"x")], None, "absolute path"),
+        ([("C:/evil.txt", b"x")], None, "absolute path"),
+        ([], "imgs/xmlab2/source.jpg", "symbolic link"),
+    ],
+)
+def test_malicious_archives_are_refused_before_anything_is_written(tmp_path, members, symlink, problem):
+    from loclens.archive import ArchiveError, safe_extract
+
+    archive = _zip(tmp_path / "imgs.zip", members, symlink)
+    target = tmp_path / "deep" / "er" / "unpacked"
+    with pytest.raises(ArchiveError) as info:
+        safe_extract(archive, target)
+    assert str(info.value).startswith(f"{archive}: member ") and problem in str(info.value)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != archive]
+    assert written == [], f"an unsafe archive wrote {written}"
+
+
+def test_an_archive_bomb_is_refused(tmp_path, monkeypatch):
+    from loclens import archive as archive_mod
+
+    archive = _zip(tmp_path / "imgs.zip", [("imgs/xmlab2/source.jpg", b"\0" * 200_000)])
+    assert archive.stat().st_size < 5_000  # tiny on disk, large unpacked
+    monkeypatch.setattr(archive_mod, "MAX_UNPACKED_BYTES", 100_000)
+    with pytest.raises(archive_mod.ArchiveError, match="over the limit of 100000"):
+        archive_mod.safe_extract(archive, tmp_path / "unpacked")
+    assert not (tmp_path / "unpacked").exists() or not any((tmp_path / "unpacked").rglob("*.jpg"))

@@ -255,3 +255,49 @@ def test_a_killed_build_resumes_to_the_same_release_redoing_only_unfinished_work
     assert not list(release.rglob(f"{TMP_PREFIX}*"))
     again = run_snakemake(workdir, "--configfile", str(cfg), *THREADS, "--cores", "1", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+# --- SLAKE: expert annotations that do not fit, and an unsafe archive -----------------------------
+
+
+def _break_slake(tree: Path, case: str) -> str:
+    """Damage a SLAKE tree; return what the error must name."""
+    import zipfile
+
+    from PIL import Image
+
+    folder = tree / "imgs" / "xmlab17"
+    if case == "box outside the image":
+        boxes = json.loads((folder / "detection.json").read_text())
+        boxes.append({"Liver": [5000, 2, 30, 40]})
+        (folder / "detection.json").write_text(json.dumps(boxes))
+        return f"xmlab17/detection.json[{len(boxes) - 1}]: box of 'Liver' [5000, 2, 30, 40] (x, y, w, h) lies outside"
+    if case == "mask of the wrong size":
+        Image.new("L", (10, 10)).save(folder / "mask.png")
+        return "xmlab17/mask.png: label map is 10x10"
+    if case == "path traversal in imgs.zip":
+        with zipfile.ZipFile(tree / "imgs.zip", "a") as zf:
+            zf.writestr("imgs/../../../evil.txt", b"owned")
+        return "imgs.zip: member 'imgs/../../../evil.txt' escapes the target folder"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["box outside the image", "mask of the wrong size", "path traversal in imgs.zip"])
+def test_a_bad_slake_file_stops_the_build_naming_it(tmp_path, case):
+    """Expert annotations have no official specification, so one that does not fit stops the
+    build (issue 3's choice: fail loudly rather than guess) with the file named, before anything
+    is segmented or released; an unsafe archive is refused before anything is unpacked."""
+    from slake_tree import build_slake_tree
+
+    layout = "hf" if "imgs.zip" in case else "original"
+    tree = build_slake_tree(tmp_path / "slake", layout)
+    named = _break_slake(tree, case)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"datasets": {"slake": {"path": str(tree)}}}))
+    proc = run_snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", "--show-failed-logs", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert named in out, out[-3000:]  # the user sees the file and the problem (--show-failed-logs)
+    assert not (tmp_path / "results" / "ingest" / "slake" / "plan.json").exists()
+    assert not (tmp_path / "results" / "release").exists()
+    assert not [p for p in tmp_path.rglob("evil.txt")]
