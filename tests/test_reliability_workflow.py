@@ -125,10 +125,11 @@ def test_segmenting_a_large_image_costs_about_what_a_small_one_does(messy_build)
     assert {len(ids) for ids in plan["segment_shards"]} == {3}
     others = [s["peak_rss_mb"] for k, s in stats.items() if k != with_large]
     extra = stats[with_large]["peak_rss_mb"] - max(others)
-    # Full-resolution work on the 4000x3000 image costs > 1 GB (logits and masks of 8 boxes at
-    # 12 Mpx in float32, Otsu in float64); reduced while read, it is the decoded 12 MB plus noise.
+    # Working at full resolution (logits and masks per box at 12 Mpx in float32, Otsu in float64),
+    # a 4000x3000 image cost +335 MB over a 512x512 one (benchmarks/segment_memory.py on the
+    # foundation's code); reduced while read, +2 MB.
     print(f"peak RSS of the segment job with the large image: {stats[with_large]['peak_rss_mb']} MB; others: {others} MB")
-    assert extra < 250, f"segmenting a {LARGE_SIZE} image cost {extra:.0f} MB more than the other shard"
+    assert extra < 100, f"segmenting a {LARGE_SIZE} image cost {extra:.0f} MB more than the other shard"
 
 
 def test_no_token_is_logged_or_written(messy_build):
