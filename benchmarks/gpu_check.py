@@ -55,7 +55,7 @@ import torch  # noqa: E402
 from loclens.config import validate  # noqa: E402
 from loclens.imageio import load_rgb, read_bytes  # noqa: E402
 from loclens.segment import build_segmenter, resolve_device  # noqa: E402
-from loclens.segment.prompts import prompts_for  # noqa: E402
+from loclens.segment.prompts import prompt_context, prompts_for  # noqa: E402
 from loclens.segment.run import ENCODER_BATCH, segment_images  # noqa: E402
 from loclens.segment.sam_filter import filter_masks  # noqa: E402
 from loclens.segment.sam_models import build_sam_network  # noqa: E402
@@ -125,7 +125,7 @@ def run_naive(seg, rows: list[dict], cfg: dict) -> int:
             n_masks += len(kept)
             continue
         enc = seg.encode([image])[0]
-        for prompt in prompts_for(image, cfg["prompts"], cfg, {"row": row, "masks": {}}):
+        for prompt in prompts_for(image, cfg["prompts"], cfg, prompt_context(row)):
             masks, _ = seg.decode(enc, np.array([prompt.box], np.float32))
             n_masks += int(masks.any())
     return n_masks

@@ -43,5 +43,5 @@ def test_prompt_sources_narrow_to_what_can_run():
     with pytest.raises(ValueError, match=r"no source can produce boxes \(sam needs segment.sam.enabled: true\)"):
         segment_settings(only_sam, "medsam")
     typo = validate({"datasets": {"sample": {}}, "segment": {"medsam": {"prompts": ["otsu", "expret"]}}})
-    with pytest.raises(ValueError, match=r"unknown prompt source\(s\) \['expret'\]; known: \['otsu', 'sam'\]"):
+    with pytest.raises(ValueError, match=r"unknown prompt source\(s\) \['expret'\]; known: \['expert', 'otsu', 'sam'\]"):
         segment_settings(typo, "medsam")

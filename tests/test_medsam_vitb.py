@@ -13,7 +13,7 @@ from loclens.config import validate
 from loclens.segment import build_segmenter, rle
 from loclens.segment.checkpoints import CheckpointError
 from loclens.segment.medsam_vitb import preprocess
-from loclens.segment.prompts import prompts_for
+from loclens.segment.prompts import prompt_context, prompts_for
 from loclens.segment.run import mask_entries
 
 
@@ -81,8 +81,9 @@ def test_sam_boxes_prompt_medsam(medsam):
         encoded = rle.encode(organs[name])
         sam_masks.append({"label": f"sam-{k}", "bbox": rle.bbox_xywh(encoded), "area": int(organs[name].sum()), "score": 0.9})
     sam_masks.append({"label": "sam-2", "bbox": [0.0, 0.0, 256.0, 256.0], "area": 60000, "score": 0.99})
-    cfg = validate({"datasets": {"sample": {}}, "segment": {"medsam": {"prompts": ["sam", "otsu"]}}})["segment"]["medsam"]
-    context = {"row": {}, "masks": {"sam": sam_masks}}
+    cfg = validate({"datasets": {"sample": {}}})["segment"]["medsam"]
+    assert cfg["prompts"] == ["expert", "sam", "otsu"]
+    context = prompt_context({}, {"sam": sam_masks})
     prompts = prompts_for(image, cfg["prompts"], cfg, context)
     assert [p.source for p in prompts] == ["sam", "sam"]
     by_area = sorted(sam_masks[:2], key=lambda m: -m["area"])
@@ -97,7 +98,7 @@ def test_sam_boxes_prompt_medsam(medsam):
         assert rle.decode(e["rle"]).shape == image.shape[:2]
         assert e["checkpoint_sha256"] == medsam.checkpoint_sha256
 
-    only_whole = {"row": {}, "masks": {"sam": sam_masks[2:]}}
+    only_whole = prompt_context({}, {"sam": sam_masks[2:]})
     assert {p.source for p in prompts_for(image, cfg["prompts"], cfg, only_whole)} == {"otsu"}
 
 
