@@ -1,5 +1,6 @@
 # Config validation and helper functions shared by all rules (no rule bodies here).
 import json
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -11,6 +12,7 @@ from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
 from loclens.ingest import download_origin, source_root
 from loclens.sources import source_spec
+from loclens.segment import checkpoints as ckpt
 
 # The same schema twice: loclens first, for one short message listing every wrong key at once
 # ("render: Additional properties are not allowed ('alhpa' was unexpected)"); then Snakemake's
@@ -29,6 +31,9 @@ RELEASE = RESULTS / "release"
 LOGS = RESULTS / "logs"
 DATASETS = sorted(config["datasets"])
 SEGMENTERS = stages.enabled_segmenters(config)
+# Fail at load time on an unknown prompt source, or one whose segmenter is off.
+for _segmenter in SEGMENTERS:
+    stages.segment_settings(config, _segmenter)
 
 
 wildcard_constraints:
@@ -38,6 +43,7 @@ wildcard_constraints:
     split="[A-Za-z0-9_]+",
     index="[0-9]{5}",
     total="[0-9]{5}",
+    filename="[^/]+",
 
 
 def as_json(obj):
@@ -107,3 +113,49 @@ def all_segment_caches(wildcards):
         for s in SEGMENTERS:
             out.extend(segment_caches(d, range(n), s))
     return out
+
+
+def segment_inputs(wildcards):
+    """Inputs of a segment job besides the records: the model checkpoint (unless weights ship
+    in a package) and the caches of this shard that its prompt sources read (the medsam job
+    of a shard waits for the sam job of that shard when `sam` is a prompt source)."""
+    cfg = config["segment"][wildcards.segmenter]
+    inputs = {}
+    target = ckpt.checkpoint_target(wildcards.segmenter, cfg, RESOURCES)
+    if target is not None:
+        if not target.is_file() and (cfg.get("checkpoint") or ckpt.download_spec(wildcards.segmenter, cfg) is None):
+            ckpt.require(target, wildcards.segmenter, cfg, RESOURCES)  # raises: says what to fetch
+        inputs["checkpoint"] = target
+    for seg in stages.context_segmenters(config, wildcards.segmenter):
+        inputs[f"context_{seg}"] = SEGMENT / wildcards.dataset / seg / f"shard-{wildcards.shard}.parquet"
+    return inputs
+
+
+def segment_extra_args(wildcards, input):
+    args = []
+    if "checkpoint" in input.keys():
+        args.append(f"--checkpoint {shlex.quote(str(input.checkpoint))}")
+    for seg in stages.context_segmenters(config, wildcards.segmenter):
+        args.append(f"--context-masks {seg}={shlex.quote(str(input[f'context_{seg}']))}")
+    return " ".join(args)
+
+
+def checkpoint_downloads():
+    """File name under <resources>/checkpoints/ -> download spec, for the enabled segmenters
+    that fetch their weights (no local checkpoint, no packaged weights)."""
+    out = {}
+    for seg in SEGMENTERS:
+        cfg = config["segment"][seg]
+        spec = None if cfg.get("checkpoint") or ckpt.uses_packaged_weights(seg, cfg) else ckpt.download_spec(seg, cfg)
+        if spec is not None:
+            out[ckpt.spec_filename(spec)] = spec
+    return out
+
+
+def checkpoint_download(wildcards):
+    try:
+        return checkpoint_downloads()[wildcards.filename]
+    except KeyError:
+        raise ValueError(
+            f"{RESOURCES / 'checkpoints' / wildcards.filename}: no enabled segmenter downloads a checkpoint of that name"
+        ) from None

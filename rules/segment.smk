@@ -2,8 +2,14 @@
 # Cached apart from rendering, so blend changes never re-run a model.
 
 
+localrules:
+    fetch_checkpoint,
+    fetch_checkpoints,
+
+
 rule segment:
     input:
+        unpack(segment_inputs),
         records=INGEST / "{dataset}" / "records.jsonl",
         plan=INGEST / "{dataset}" / "plan.json",
     output:
@@ -12,6 +18,7 @@ rule segment:
         settings=lambda w: as_json(stages.segment_settings(config, w.segmenter)),
         device=config["segment"]["device"],
         shard=lambda w: int(w.shard),
+        extra=segment_extra_args,
     threads: 4
     resources:
         gpu=1,
@@ -22,4 +29,24 @@ rule segment:
     shell:
         "OMP_NUM_THREADS={threads} loclens segment --records {input.records:q} --plan {input.plan:q}"
         " --shard {params.shard} --segmenter {wildcards.segmenter} --settings {params.settings:q}"
-        " --device {params.device} --out {output:q} > {log:q} 2>&1"
+        " --device {params.device} {params.extra} --out {output:q} > {log:q} 2>&1"
+
+
+# Checkpoints are downloaded on the machine running Snakemake (local rules: cluster nodes are
+# often offline), sha256-verified, and kept under <resources>/checkpoints/.
+rule fetch_checkpoint:
+    output:
+        RESOURCES / "checkpoints" / "{filename}",
+    params:
+        spec=lambda w: as_json(checkpoint_download(w)),
+    log:
+        LOGS / "fetch_checkpoint" / "{filename}.log",
+    conda:
+        "../envs/loclens.yaml"
+    shell:
+        "loclens fetch-checkpoint --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule fetch_checkpoints:
+    input:
+        [RESOURCES / "checkpoints" / name for name in checkpoint_downloads()],

@@ -44,3 +44,53 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
 
 def copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
+
+
+#: A SAM architecture small enough for CPU tests (segment.sam.arch / segment.medsam.arch).
+TINY_SAM_ARCH = {
+    "image_size": 256,
+    "encoder_embed_dim": 32,
+    "encoder_depth": 2,
+    "encoder_num_heads": 2,
+    "encoder_global_attn_indexes": [1],
+    "window_size": 4,
+    "prompt_embed_dim": 32,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
+}
+
+#: Generator settings for the random tiny SAM: a 4x4 point grid, and no quality thresholds or
+#: box NMS (random weights never pass SAM's defaults, and their masks all span the image).
+TINY_SAM_GENERATOR = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+
+
+def save_tiny_sam(path: Path, seed: int) -> Path:
+    """A randomly initialised tiny SAM-architecture checkpoint (state dict) at ``path``."""
+    import torch
+
+    from loclens.segment.sam_models import build_sam_network
+
+    torch.manual_seed(seed)
+    torch.save(build_sam_network("vit_b", TINY_SAM_ARCH).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_sam(tmp_path_factory.mktemp("ckpt") / "tiny_sam.pth", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_medsam_checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_sam(tmp_path_factory.mktemp("ckpt") / "tiny_medsam.pth", seed=1)
+
+
+def phantom_rgb(region: str, size: int, seed: int):
+    """A sample phantom as HxWx3 uint8 and its organ masks."""
+    import numpy as np
+
+    from loclens.sources.sample import _phantom
+
+    gray, organs = _phantom(region, size, np.random.default_rng(seed))
+    return np.repeat(np.round(gray * 255).astype(np.uint8)[..., None], 3, axis=2), organs

@@ -55,33 +55,75 @@ def cmd_download(args) -> int:
     return 0
 
 
+def _mask_caches(specs: list[str] | None) -> tuple[dict, list[dict]]:
+    """``SEGMENTER=cache1,cache2`` arguments -> segmenter -> image_id -> masks (and provenance)."""
+    from .release.shards import read_mask_cache
+
+    caches, infos = {}, []
+    for spec in specs or []:
+        segmenter, _, paths = spec.partition("=")
+        caches[segmenter], info = read_mask_cache([p for p in paths.split(",") if p])
+        if info:
+            infos.append(info)
+    return caches, infos
+
+
 def cmd_segment(args) -> int:
     from .ingest import shard_rows
+    from .segment import checkpoints
     from .segment.run import run_segment_shard
 
+    cfg = dict(args.settings)
+    if not checkpoints.uses_packaged_weights(args.segmenter, cfg):
+        path = args.checkpoint or checkpoints.checkpoint_target(args.segmenter, cfg, args.resources)
+        cfg["checkpoint"] = str(checkpoints.require(path, args.segmenter, cfg, args.resources))
+    context, _ = _mask_caches(args.context_masks)
     plan = json.loads(Path(args.plan).read_text())
     ids = plan["segment_shards"][args.shard]
     rows = shard_rows(args.records, ids)
-    stats = run_segment_shard(args.segmenter, args.settings, rows, args.out, device=args.device)
+    stats = run_segment_shard(args.segmenter, cfg, rows, args.out, device=args.device, context_masks=context)
     print(json.dumps({"shard": args.shard, **stats}))
+    return 0
+
+
+def cmd_fetch_checkpoint(args) -> int:
+    """Download checkpoints (sha256-verified) into <resources>/checkpoints/: one explicit
+    ``--spec`` (what the workflow rule runs), or every segmenter of a config that needs one."""
+    from .config import load
+    from .segment import checkpoints
+    from .stages import enabled_segmenters
+
+    if args.spec:
+        if not args.out:
+            raise SystemExit("loclens fetch-checkpoint: --spec needs --out")
+        print(f"{args.out}: sha256 {checkpoints.fetch(args.spec, args.out)}")
+        return 0
+    config = load(args.config)
+    for name in args.segmenter or enabled_segmenters(config):
+        cfg = config["segment"][name]
+        if checkpoints.uses_packaged_weights(name, cfg):
+            print(f"segment.{name}: weights ship with an installed package; nothing to fetch")
+            continue
+        target = checkpoints.checkpoint_target(name, cfg, config["resources"])
+        spec = None if cfg.get("checkpoint") else checkpoints.download_spec(name, cfg)
+        if spec is None:
+            checkpoints.require(target, name, cfg, config["resources"])
+            print(f"segment.{name}: local checkpoint {target}")
+            continue
+        print(f"segment.{name}: {target} sha256 {checkpoints.fetch(spec, target)}")
     return 0
 
 
 def cmd_render(args) -> int:
     from .ingest import shard_rows
-    from .release.shards import read_mask_cache, render_shard
+    from .release.shards import render_shard
 
     plan = json.loads(Path(args.plan).read_text())
     shard = next((s for s in plan["release_shards"] if s["file"].endswith("/" + args.shard)), None)
     if shard is None:
         raise SystemExit(f"{args.plan}: no release shard named {args.shard}")
     rows = shard_rows(args.records, shard["image_ids"], shard["split"])
-    caches, infos = {}, []
-    for spec in args.masks or []:
-        segmenter, _, paths = spec.partition("=")
-        caches[segmenter], info = read_mask_cache([p for p in paths.split(",") if p])
-        if info:
-            infos.append(info)
+    caches, infos = _mask_caches(args.masks)
     n = render_shard(rows, caches, infos, args.settings, args.seed, args.config_hash, args.out)
     print(f"{args.out}: {n} rows")
     return 0
@@ -129,9 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=int, required=True)
     p.add_argument("--segmenter", required=True, choices=["sam", "medsam"])
     p.add_argument("--settings", type=_json_arg, required=True, help="the segmenter's config section (JSON)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (a free visible GPU, else CPU), cpu, cuda or cuda:N")
+    p.add_argument("--checkpoint", help="model weights (default: from the settings, see `fetch-checkpoint`)")
+    p.add_argument("--resources", default="resources", help="folder holding checkpoints/ (default: resources)")
+    p.add_argument("--context-masks", action="append", help="SEGMENTER=cache1,cache2: masks prompt sources may read")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("fetch-checkpoint", help="download SAM / MedSAM checkpoints (sha256-verified) into resources/")
+    p.add_argument("--config", default="config.yaml", help="workflow config (default: config.yaml)")
+    p.add_argument("--segmenter", action="append", choices=["sam", "medsam"], help="only these (default: enabled ones)")
+    p.add_argument("--spec", type=_json_arg, help="one download spec {url|hf, sha256} (JSON), with --out")
+    p.add_argument("--out", help="where to store the --spec download")
+    p.set_defaults(func=cmd_fetch_checkpoint)
 
     p = sub.add_parser("render", help="render lens views of one release shard and write it")
     p.add_argument("--records", required=True)
@@ -161,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .download import DownloadError
     from .imageio import ImageError
+    from .segment.checkpoints import CheckpointError
     from .sources import SourceError
 
     try:
         return args.func(args)
-    except (ConfigError, SourceError, ImageError, DownloadError, ArchiveError) as exc:
+    except (ConfigError, SourceError, ImageError, DownloadError, ArchiveError, CheckpointError) as exc:
         print(f"loclens {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

