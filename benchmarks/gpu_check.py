@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 import torch  # noqa: E402
 
 from loclens.config import validate  # noqa: E402
@@ -168,6 +169,13 @@ def measure(name: str, family: str, cfg: dict, mode: str, rows: list[dict], devi
     return out
 
 
+def image_row(index: int, path: Path) -> dict:
+    """The fields of an ingest record the segment runner reads (size: masks are stored at it)."""
+    with Image.open(path) as img:
+        width, height = img.size
+    return {"image_id": f"{index:05d}", "path": str(path), "width": width, "height": height}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of images (or a VQA-RAD release)")
@@ -181,7 +189,7 @@ def main(argv=None) -> int:
 
     device = resolve_device(args.device)
     paths = find_images(args.images, args.n)
-    rows = [{"image_id": f"{i:05d}", "path": str(path)} for i, path in enumerate(paths)]
+    rows = [image_row(i, path) for i, path in enumerate(paths)]
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
     print(f"device: {device} ({gpu}); torch {torch.__version__}; {len(rows)} images from {paths[0].parent}; "
           f"encoder batch {ENCODER_BATCH}; {'tiny random architectures' if args.tiny else 'real architectures'}",
