@@ -8,6 +8,7 @@ rule release:
         masks=all_segment_caches,
         plans=expand(INGEST / "{dataset}" / "plan.json", dataset=DATASETS),
         rejects=expand(INGEST / "{dataset}" / "rejects.jsonl", dataset=DATASETS),
+        records=expand(INGEST / "{dataset}" / "records.jsonl", dataset=DATASETS),
     output:
         manifest=RELEASE / "manifest.json",
         card=RELEASE / "README.md",
