@@ -9,10 +9,10 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
-import httpx2
 import pytest
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 
 from conftest import build_release, copy_release, small_config
@@ -67,9 +67,13 @@ class RecordingApi:
         return call
 
 
+def _response(status: int):
+    """The parts of an HTTP response huggingface_hub's errors read."""
+    return SimpleNamespace(status_code=status, headers={}, request=None)
+
+
 def _http_error(status: int) -> HfHubHTTPError:
-    request = httpx2.Request("POST", "https://huggingface.co/api/datasets/someone/loclens-test/commit/main")
-    return HfHubHTTPError(f"{status} error", response=httpx2.Response(status, request=request))
+    return HfHubHTTPError(f"{status} error", response=_response(status))
 
 
 def test_first_push_uploads_everything(small_release):
@@ -193,8 +197,7 @@ def test_invalid_release_is_refused_before_any_network_call(small_release, tmp_p
     assert api.calls == []
     # ... and a valid one goes through the whole sequence, recording the commit.
     record = tmp_path / "commit.json"
-    api = RecordingApi(fail={"repo_info": [__import__("huggingface_hub").errors.RepositoryNotFoundError(
-        "no repo", response=httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co")))]})
+    api = RecordingApi(fail={"repo_info": [RepositoryNotFoundError("no repo", response=_response(404))]})
     plan, rec = publish(small_release.release, REPO, api=api, record_path=record)
     assert [c[0] for c in api.calls] == ["repo_info", "create_repo", "preupload_lfs_files", "create_commit"]
     assert rec["pushed"] and rec["commit"] == "d" * 40 and json.loads(record.read_text()) == rec

@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..imageio import ImageError, probe
@@ -203,13 +204,19 @@ def _check_alpha(name: str, index: int, row: dict, bounds: dict, report: Report)
 
 
 def _check_rows(name: str, pf: pq.ParquetFile, dataset: str, split: str, manifest: dict, seen: _DatasetSeen,
-                report: Report) -> list[str]:
-    """Row checks, one row group in memory at a time; returns the shard's qids."""
+                report: Report) -> list[str] | None:
+    """Row checks, one row group in memory at a time; returns the shard's qids (None when a
+    row group cannot be read)."""
     bounds = manifest["build"]["render"]["alpha"]
     qids: list[str] = []
     index = 0
     for rg in range(pf.num_row_groups):
-        for row in pf.read_row_group(rg).to_pylist():
+        try:
+            rows = pf.read_row_group(rg).to_pylist()
+        except (pa.ArrowException, OSError) as exc:  # a damaged page surfaces only when read
+            report.add(name, "parquet", f"row group {rg} not readable: {exc}", index)
+            return None
+        for row in rows:
             if row["dataset"] != dataset or row["split"] != split:
                 report.add(name, "row", f"row says dataset {row['dataset']!r} split {row['split']!r}, "
                                         f"the file is {dataset!r}/{split!r}", index)
@@ -240,7 +247,7 @@ def _check_shard(release_dir: Path, name: str, split: str, entry: dict, manifest
         return
     try:
         pf = pq.ParquetFile(release_dir / entry["file"])
-    except Exception as exc:  # pyarrow raises several types for a damaged footer
+    except (pa.ArrowException, OSError) as exc:
         report.add(entry["file"], "parquet", f"not readable as Parquet: {exc}")
         return
     _check_schema(entry["file"], pf, report)
@@ -248,10 +255,8 @@ def _check_shard(release_dir: Path, name: str, split: str, entry: dict, manifest
         report.add(entry["file"], "rows", f"{pf.metadata.num_rows} rows, manifest says {entry['rows']}")
     if not deep:
         return
-    try:
-        qids = _check_rows(entry["file"], pf, name, split, manifest, seen, report)
-    except Exception as exc:  # a damaged page surfaces only when read
-        report.add(entry["file"], "parquet", f"rows not readable: {exc.__class__.__name__}: {exc}")
+    qids = _check_rows(entry["file"], pf, name, split, manifest, seen, report)
+    if qids is None:
         return
     seen.released_qa += len(qids)
     if len(qids) != entry.get("qa") or qids_digest(qids) != entry.get("qids_sha256"):
