@@ -99,6 +99,7 @@ class _DatasetSeen:
     linked_splits: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     qids: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (split, image_id) -> qids
     released_qa: int = 0
+    unreadable_splits: set[str] = field(default_factory=set)  # their QA cannot be accounted for
 
 
 def load_manifest(release_dir: Path, report: Report) -> dict | None:
@@ -108,9 +109,13 @@ def load_manifest(release_dir: Path, report: Report) -> dict | None:
         return None
     try:
         manifest = json.loads(path.read_text())
-        manifest["datasets"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        report.add(MANIFEST, "manifest", f"not a loclens manifest: {exc}")
+        manifest["datasets"].items()
+        manifest["build"]["render"]["alpha"]["min"]
+    except json.JSONDecodeError as exc:
+        report.add(MANIFEST, "manifest", f"not JSON: {exc}")
+        return None
+    except (KeyError, TypeError, AttributeError) as exc:
+        report.add(MANIFEST, "manifest", f"not a loclens manifest (made by an older loclens?): no {exc}")
         return None
     report.manifest_sha256 = sha256_file(path)
     return manifest
@@ -249,6 +254,7 @@ def _check_shard(release_dir: Path, name: str, split: str, entry: dict, manifest
         pf = pq.ParquetFile(release_dir / entry["file"])
     except (pa.ArrowException, OSError) as exc:
         report.add(entry["file"], "parquet", f"not readable as Parquet: {exc}")
+        seen.unreadable_splits.add(split)
         return
     _check_schema(entry["file"], pf, report)
     if pf.metadata.num_rows != entry["rows"]:
@@ -257,6 +263,7 @@ def _check_shard(release_dir: Path, name: str, split: str, entry: dict, manifest
         return
     qids = _check_rows(entry["file"], pf, name, split, manifest, seen, report)
     if qids is None:
+        seen.unreadable_splits.add(split)
         return
     seen.released_qa += len(qids)
     if len(qids) != entry.get("qa") or qids_digest(qids) != entry.get("qids_sha256"):
@@ -281,6 +288,8 @@ def _check_rejects(release_dir: Path, name: str, d: dict, seen: _DatasetSeen, re
     if rejected != acc["rejected_qa"]:
         report.add(rejects_file, "accounting", f"lists {rejected} rejected QA, the manifest says {acc['rejected_qa']}")
     released = seen.released_qa if deep else acc["released_qa"]
+    if seen.unreadable_splits:
+        return  # the unreadable shards are reported; counting their QA as lost would repeat it
     if released + rejected != acc["input_records"]:
         missing = acc["input_records"] - released - rejected
         report.add(MANIFEST, "accounting", f"{name}: {acc['input_records']} input QA records but {released} are in the "
@@ -294,15 +303,17 @@ def _check_against_ingest(name: str, ingest_dir: Path, seen: _DatasetSeen, repor
         report.add(str(records), "accounting", "ingest records not found")
         return
     for r in read_jsonl(records):
+        if r["split"] in seen.unreadable_splits:
+            continue  # its shard is already reported unreadable; its QA would only repeat that
         key = (r["split"], r["image_id"])
         planned = Counter(q["qid"] for q in r["qa"])
         held = Counter(seen.qids.get(key, []))
         for qid in sorted((planned - held).elements()):
-            report.add(name, "accounting", f"qid {qid} (image {r['image_id']}, split {r['split']}) is in "
-                                           f"{records} but in no release row")
+            report.add(str(records), "accounting", f"qid {qid} (image {r['image_id']}, split {r['split']}) "
+                                                   "is in no release row")
         for qid in sorted((held - planned).elements()):
-            report.add(name, "accounting", f"qid {qid} (image {r['image_id']}, split {r['split']}) is in the "
-                                           f"release but not in {records}")
+            report.add(str(records), "accounting", f"qid {qid} (image {r['image_id']}, split {r['split']}) "
+                                                   "is in a release row but not here")
 
 
 def _check_grouped(name: str, d: dict, seen: _DatasetSeen, report: Report) -> None:
