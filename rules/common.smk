@@ -28,6 +28,7 @@ RESOURCES = Path(config["resources"])
 INGEST = RESULTS / "ingest"
 SEGMENT = RESULTS / "segment"
 RELEASE = RESULTS / "release"
+QC = RESULTS / "qc"
 LOGS = RESULTS / "logs"
 DATASETS = sorted(config["datasets"])
 SEGMENTERS = stages.enabled_segmenters(config)
@@ -104,6 +105,23 @@ def render_masks_args(wildcards):
 
 def all_release_shards(wildcards):
     return [RELEASE / s["file"] for d in DATASETS for s in plan_of(d)["release_shards"]]
+
+
+def dataset_release_shards(wildcards):
+    return [RELEASE / s["file"] for s in plan_of(wildcards.dataset)["release_shards"]]
+
+
+def publish_args(wildcards):
+    """CLI arguments of the publish rule; the repo id must be configured."""
+    cfg = config["publish"]
+    if not cfg["repo_id"]:
+        raise ValueError("the publish target needs publish.repo_id in the config (e.g. my-user/loclens-vqa-rad)")
+    args = ["--repo", cfg["repo_id"], "--revision", cfg["revision"]]
+    if not cfg["private"]:
+        args.append("--public")
+    if cfg["message"]:
+        args += ["--message", cfg["message"]]
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def all_segment_caches(wildcards):

@@ -8,11 +8,12 @@ rule release:
         masks=all_segment_caches,
         plans=expand(INGEST / "{dataset}" / "plan.json", dataset=DATASETS),
         rejects=expand(INGEST / "{dataset}" / "rejects.jsonl", dataset=DATASETS),
+        records=expand(INGEST / "{dataset}" / "records.jsonl", dataset=DATASETS),
     output:
         manifest=RELEASE / "manifest.json",
         card=RELEASE / "README.md",
     params:
-        settings=as_json(config),
+        settings=as_json(stages.release_settings(config)),
         release=RELEASE,
     log:
         LOGS / "release.log",

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,67 @@ def phantom_rgb(region: str, size: int, seed: int):
 
     gray, organs = _phantom(region, size, np.random.default_rng(seed))
     return np.repeat(np.round(gray * 255).astype(np.uint8)[..., None], 3, axis=2), organs
+@dataclass
+class BuiltRelease:
+    """A small release built in-process (sample phantoms, real LiteMedSAM, grouped split)."""
+
+    root: Path
+    config: dict
+    release: Path
+    ingest: Path  # folder with <dataset>/records.jsonl
+    masks: list[Path]
+
+
+def build_release(root: Path, config: dict, masks: list[Path] | None = None) -> BuiltRelease:
+    """ingest -> segment (unless ``masks`` are given: reuse that cache) -> render -> release,
+    with the same library calls the workflow's rules make."""
+    from loclens.ingest import ensure_sample, run_ingest, shard_rows
+    from loclens.release.finalize import finalize_release
+    from loclens.release.shards import read_mask_cache, render_shard
+    from loclens.segment.run import run_segment_shard
+    from loclens.stages import build_hash
+
+    name = "sample"
+    ensure_sample(name, config["datasets"][name], config)
+    ingest = root / "results" / "ingest"
+    plan = run_ingest(name, config, ingest / name)
+    records = ingest / name / "records.jsonl"
+    if masks is None:
+        masks = [root / "results" / "segment" / name / "medsam" / f"shard-{k:05d}.parquet" for k in range(len(plan["segment_shards"]))]
+        for k, ids in enumerate(plan["segment_shards"]):
+            run_segment_shard("medsam", config["segment"]["medsam"], shard_rows(records, ids), masks[k], device="cpu")
+    caches, info = read_mask_cache(masks)
+    release = root / "results" / "release"
+    for shard in plan["release_shards"]:
+        rows = shard_rows(records, shard["image_ids"], shard["split"])
+        render_shard(rows, {"medsam": caches}, [info], config["render"], config["seed"], build_hash(config, name),
+                     release / shard["file"])
+    finalize_release(release, [ingest / name / "plan.json"], config, [str(m) for m in masks])
+    return BuiltRelease(root, config, release, ingest, masks)
+
+
+def small_config(root: Path, **overrides) -> dict:
+    from loclens.config import validate
+
+    raw = {
+        "datasets": {"sample": {"n_images": 3}},
+        "results": str(root / "results"),
+        "resources": str(root / "resources"),
+        "split": "grouped",
+        "segment": {"images_per_shard": 8},
+        "release": {"rows_per_shard": 1},
+    }
+    raw.update(overrides)
+    return validate(raw)
+
+
+@pytest.fixture(scope="session")
+def small_release(tmp_path_factory) -> BuiltRelease:
+    """Built once per session; tests that damage it work on a copy (:func:`copy_release`)."""
+    root = tmp_path_factory.mktemp("small_release")
+    return build_release(root, small_config(root))
+
+
+def copy_release(built: BuiltRelease, dst: Path) -> Path:
+    shutil.copytree(built.release, dst)
+    return dst

@@ -138,3 +138,37 @@ def test_image_columns_are_stored_uncompressed(build):
             top = col.path_in_schema.split(".")[0]
             expected = "UNCOMPRESSED" if top in IMAGE_COLUMNS else "ZSTD"
             assert col.compression == expected, (col.path_in_schema, col.compression)
+
+
+def test_build_ends_validated_with_a_qc_gallery_in_the_report(build):
+    workdir, cfg = build
+    results = workdir / "results"
+    manifest = json.loads((results / "release" / "manifest.json").read_text())
+    validation = json.loads((results / "qc" / "validation.json").read_text())
+    rows = sum(s["rows"] for d in manifest["datasets"].values() for s in d["splits"].values())
+    assert validation["ok"] and validation["checked"]["rows"] == rows
+    for name, entry in manifest["datasets"].items():
+        assert entry["split_protocol"]["protocol"] == "official"
+        assert (results / "qc" / name / "summary.png").is_file()
+        assert sorted(p.stem for p in (results / "qc" / name / "samples").glob("*.png")) == sorted(entry["splits"])
+    html = workdir / "report.html"
+    run_snakemake(workdir, "--configfile", str(cfg), "--report", str(html))
+    text = html.read_text()
+    assert "Quality control" in text and "validation.json" in text
+    for name, entry in manifest["datasets"].items():
+        for split in entry["splits"]:
+            assert f"{name}/samples/{split}.png" in text
+
+
+def test_publish_is_an_explicit_target_never_in_the_default_run(build):
+    workdir, cfg = build
+    default = run_snakemake(workdir, "--configfile", str(cfg), "--cores", "1", "-n")
+    assert "publish" not in _jobs(default.stdout + default.stderr)
+    refused = run_snakemake(workdir, "--configfile", str(cfg), "-n", "publish", check=False)
+    assert refused.returncode != 0 and "publish.repo_id" in refused.stdout + refused.stderr
+    config = yaml.safe_load(cfg.read_text())
+    config["publish"] = {"repo_id": "someone/loclens-test"}
+    with_repo = workdir / "config_publish.yaml"
+    with_repo.write_text(yaml.safe_dump(config))
+    dry = run_snakemake(workdir, "--configfile", str(with_repo), "-n", "publish")
+    assert _jobs(dry.stdout + dry.stderr) == {"publish": 1}  # the release is reused: only the push runs

@@ -140,6 +140,40 @@ def cmd_release(args) -> int:
     return 0
 
 
+def cmd_validate(args) -> int:
+    from .atomic import write_json
+    from .release.validate import validate_release
+
+    report = validate_release(Path(args.release), ingest_root=args.ingest, deep=not args.quick)
+    if args.report:
+        write_json(args.report, report.to_dict())
+    print(report.text(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_gallery(args) -> int:
+    from .release.gallery import make_gallery
+
+    for path in make_gallery(args.release, args.dataset, args.out, args.images_per_split, args.seed):
+        print(path)
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from .release.publish import publish
+
+    plan, record = publish(
+        args.release, args.repo, revision=args.revision, private=not args.public, dry_run=args.dry_run,
+        message=args.message, record_path=args.record, validation_report=args.validation,
+        compare_remote=args.compare_remote,
+    )
+    print(plan.text())
+    if record is not None:
+        state = "pushed commit" if record["pushed"] else "nothing changed; remote head is"
+        print(f"{state} {record['commit']} (datasets/{record['repo_id']}@{record['revision']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loclens", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -202,6 +236,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", nargs="*", help="segmentation cache files (for provenance)")
     p.add_argument("--settings", type=_json_arg, required=True, help="the full configuration (JSON)")
     p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("validate", help="check a release against its manifest, schema and card (exit 0 = valid)")
+    p.add_argument("release", help="release folder (with manifest.json)")
+    p.add_argument("--ingest", help="ingest folder (<dataset>/records.jsonl): name missing QA by qid")
+    p.add_argument("--report", help="write the report as JSON here")
+    p.add_argument("--quick", action="store_true", help="files, schema and card only (no row scan)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("gallery", help="QC pictures of one dataset of a release")
+    p.add_argument("release", help="release folder (with manifest.json)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="folder for summary.png and samples/<split>.png")
+    p.add_argument("--images-per-split", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_gallery)
+
+    p = sub.add_parser("publish", help="push a validated release to a Hugging Face dataset repo in one commit")
+    p.add_argument("release", help="release folder (with manifest.json)")
+    p.add_argument("--repo", required=True, help="dataset repo id, e.g. me/loclens-vqa-rad")
+    p.add_argument("--revision", default="main", help="branch to commit to")
+    p.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    p.add_argument("--message", help="commit message")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; no network (compares with --record)")
+    p.add_argument("--compare-remote", action="store_true", help="with --dry-run: list the repo (read-only) to plan")
+    p.add_argument("--record", help="JSON record of the push (commit id, files); read by later dry runs")
+    p.add_argument("--validation", help="a passing `loclens validate --report` of this release (skips the row scan)")
+    p.set_defaults(func=cmd_publish)
     return parser
 
 
@@ -213,12 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .download import DownloadError
     from .imageio import ImageError
+    from .loading import LoadError
+    from .release.publish import PublishError
     from .segment.checkpoints import CheckpointError
     from .sources import SourceError
 
     try:
         return args.func(args)
-    except (ConfigError, SourceError, ImageError, DownloadError, ArchiveError, CheckpointError) as exc:
+    except (ConfigError, SourceError, ImageError, DownloadError, ArchiveError, CheckpointError, LoadError, PublishError) as exc:
         print(f"loclens {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -59,6 +59,16 @@ def render_settings(config: dict) -> dict:
     return config["render"]
 
 
+#: Config sections that do not shape the release (QC pictures, where to publish): changing them
+#: must not rebuild it.
+NOT_RELEASE_KEYS = ("qc", "publish")
+
+
+def release_settings(config: dict) -> dict:
+    """The configuration the release stage (card, manifest) depends on."""
+    return {k: v for k, v in config.items() if k not in NOT_RELEASE_KEYS}
+
+
 def build_hash(config: dict, dataset: str) -> str:
     """The config hash recorded in every row: everything that shapes that dataset's rows."""
     return config_hash(

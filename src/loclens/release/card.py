@@ -1,17 +1,60 @@
-"""The dataset card (release README.md) in Hugging Face conventions: YAML front matter with
-one config per dataset, then prose on how the views were made, counts and citations."""
+"""The dataset card (release README.md) in Hugging Face conventions.
+
+YAML front matter: ``configs`` (one per dataset, its splits and file patterns), ``dataset_info``
+(features from :data:`loclens.schema.FEATURES`, the single source, plus split sizes), license
+(per source; ``other`` with a name and details when sources differ), task categories, tags,
+size category, source datasets, pretty name and optional Hub gating. Prose: how every view was
+made, counts per dataset/split/view, missing views and why, the rejects summary, intended use
+and citations. Everything is derived from the manifest, the shards and the rejects reports, so
+the card always matches what it describes.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
 from ..atomic import write_text
+from ..ingest import read_jsonl
 from ..schema import FEATURES, VIEW_COLUMNS
+from .manifest import CARD
+from .stats import SplitStats, rejects_summary, release_stats
 
-LICENSES = {"vqa_rad": "cc0-1.0", "sample": "cc0-1.0", "slake": "cc-by-4.0"}
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the card says about a source dataset."""
+
+    title: str
+    license: str  # Hub license id
+    license_name: str
+    homepage: str
+    hub_id: str | None  # the usual Hub copy, for ``source_datasets: extended|<id>``
+    languages: tuple[str, ...]
+
+
+SOURCES = {
+    "vqa_rad": SourceInfo(
+        "VQA-RAD (Lau et al., 2018)", "cc0-1.0", "CC0 1.0", "https://osf.io/89kps/",
+        "flaviagiammarino/vqa-rad", ("en",),
+    ),
+    "slake": SourceInfo(
+        "SLAKE (Liu et al., 2021)", "cc-by-4.0", "CC BY 4.0", "https://www.med-vqa.com/slake/",
+        "BoKelvin/SLAKE", ("en", "zh"),
+    ),
+    "sample": SourceInfo(
+        "loclens synthetic phantoms (made by `loclens sample` at build time)", "cc0-1.0", "CC0 1.0",
+        "", None, ("en",),
+    ),
+}
+UNKNOWN_SOURCE = SourceInfo("unknown source", "other", "see the source", "", None, ("en",))
+
+LICENSE_URLS = {
+    "cc0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
+    "cc-by-4.0": "https://creativecommons.org/licenses/by/4.0/",
+}
 
 CITATIONS = """\
 ```bibtex
@@ -44,80 +87,199 @@ CITATIONS = """\
 ```
 """
 
-
-def view_counts(release_dir: Path, shards: list[dict]) -> dict[str, int]:
-    """Non-null views per view column over a split's shards."""
-    counts = {v: 0 for v in VIEW_COLUMNS}
-    for shard in shards:
-        pf = pq.ParquetFile(release_dir / shard["file"])
-        for rg in range(pf.num_row_groups):
-            table = pf.read_row_group(rg, columns=list(VIEW_COLUMNS))
-            for v in VIEW_COLUMNS:
-                counts[v] += len(table) - table.column(v).null_count
-    return counts
+VIEW_DESCRIPTIONS = {
+    "unicolor": "`a*I + (1-a)*C` with `C = c * union(M_i)`, one colour",
+    "multicolor": "`a*I + (1-a)*C` with `C = sum(M_i * c_i)`, one colour per mask (overlaps: each pixel one colour, larger masks painted first)",
+}
 
 
-def _size_category(n: int) -> str:
-    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+def source_info(source: str) -> SourceInfo:
+    return SOURCES.get(source, UNKNOWN_SOURCE)
+
+
+def size_category(n: int) -> str:
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
             return label
-    return "100K<n<1M"
+    return "1M<n<10M"
 
 
-def front_matter(manifest: dict, pretty_name: str) -> dict:
-    datasets = manifest["datasets"]
-    licenses = sorted({LICENSES.get(d["source"], "other") for d in datasets.values()})
-    total = sum(s["rows"] for d in datasets.values() for s in d["splits"].values())
-    return {
-        "pretty_name": pretty_name,
-        "license": licenses[0] if len(licenses) == 1 else "other",
-        "task_categories": ["visual-question-answering", "image-segmentation"],
-        "tags": ["medical", "radiology", "localization-lens", "sam", "medsam", "loclens"],
-        "size_categories": [_size_category(total)],
-        "source_datasets": sorted({d["source"] for d in datasets.values()}),
-        "configs": [
-            {
-                "config_name": name,
-                "data_files": [
-                    {"split": split, "path": f"{name}/{split}-*.parquet"} for split in sorted(d["splits"])
-                ],
-            }
-            for name, d in sorted(datasets.items())
-        ],
-        "dataset_info": [
+def license_metadata(datasets: dict) -> dict:
+    """One Hub license id when every source shares it; otherwise ``other`` with a name and
+    the per-config details (the prose says which applies to what)."""
+    per_config = {name: source_info(d["source"]) for name, d in sorted(datasets.items())}
+    ids = sorted({info.license for info in per_config.values()})
+    if len(ids) == 1 and ids[0] != "other":
+        return {"license": ids[0]}
+    details = "; ".join(f"config {name}: {info.license_name}" for name, info in per_config.items())
+    return {"license": "other", "license_name": "-and-".join(ids), "license_details": details}
+
+
+def configs_metadata(datasets: dict) -> list[dict]:
+    return [
+        {
+            "config_name": name,
+            "data_files": [{"split": split, "path": f"{name}/{split}-*.parquet"} for split in sorted(d["splits"])],
+        }
+        for name, d in sorted(datasets.items())
+    ]
+
+
+def dataset_info_metadata(datasets: dict) -> list[dict]:
+    infos = []
+    for name, d in sorted(datasets.items()):
+        splits = [
+            {"name": s, "num_bytes": sum(x["bytes"] for x in v["shards"]), "num_examples": v["rows"]}
+            for s, v in sorted(d["splits"].items())
+        ]
+        size = sum(s["num_bytes"] for s in splits)
+        infos.append(
             {
                 "config_name": name,
                 "features": FEATURES._to_yaml_list(),
-                "splits": [
-                    {"name": s, "num_bytes": sum(x["bytes"] for x in v["shards"]), "num_examples": v["rows"]}
-                    for s, v in sorted(d["splits"].items())
-                ],
+                "splits": splits,
+                "download_size": size,
+                "dataset_size": size,
             }
-            for name, d in sorted(datasets.items())
-        ],
+        )
+    return infos
+
+
+def front_matter(manifest: dict, release_cfg: dict) -> dict:
+    datasets = manifest["datasets"]
+    infos = [source_info(d["source"]) for d in datasets.values()]
+    total = sum(s["rows"] for d in datasets.values() for s in d["splits"].values())
+    meta = {
+        "pretty_name": release_cfg["pretty_name"],
+        **license_metadata(datasets),
+        "language": sorted({lang for info in infos for lang in info.languages}),
+        "annotations_creators": ["expert-generated", "machine-generated"],
+        "task_categories": ["visual-question-answering", "image-segmentation"],
+        "tags": ["medical", "radiology", "localization-lens", "segmentation-masks", "sam", "medsam", "loclens"],
+        "size_categories": [size_category(total)],
+        "source_datasets": sorted({f"extended|{i.hub_id}" if i.hub_id else "original" for i in infos}),
+        "configs": configs_metadata(datasets),
+        "dataset_info": dataset_info_metadata(datasets),
     }
+    gating = release_cfg.get("gating") or {}
+    if gating.get("prompt"):
+        meta["extra_gated_prompt"] = gating["prompt"]
+        if gating.get("fields"):
+            meta["extra_gated_fields"] = dict(gating["fields"])
+    return meta
 
 
-def _dataset_section(release_dir: Path, name: str, d: dict, segmenters: list[dict]) -> str:
-    lines = [f"### `{name}` (source: {d['source']}, license: {LICENSES.get(d['source'], 'see source')})", ""]
-    lines.append("| split | rows | " + " | ".join(VIEW_COLUMNS) + " |")
-    lines.append("|---|---|" + "---|" * len(VIEW_COLUMNS))
-    for split, s in sorted(d["splits"].items()):
-        counts = view_counts(release_dir, s["shards"])
-        lines.append(f"| {split} | {s['rows']} | " + " | ".join(str(counts[v]) for v in VIEW_COLUMNS) + " |")
-    acc = d["accounting"]
-    lines += [
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _segmenter_lines(build: dict) -> list[str]:
+    lines = []
+    for info in build["segmenters"]:
+        cfg = build["segment"].get(info["segmenter"], {})
+        lines.append(
+            f"- `{info['segmenter']}_*` views: **{info['model']}** (backend `{info['backend']}`), checkpoint "
+            f"`{info['checkpoint']}`, sha256 `{info['checkpoint_sha256']}`."
+        )
+        if info["prompt_sources"]:
+            lines.append(f"  Box prompts from the prompt sources {', '.join(f'`{p}`' for p in info['prompt_sources'])} "
+                         "(in order of preference; the first that yields boxes is used).")
+        filters = {k: v for k, v in cfg.items() if k not in ("enabled", "backend", "checkpoint", "prompts")}
+        if filters:
+            lines.append(f"  Filters and settings: `{yaml.safe_dump(filters, default_flow_style=True, sort_keys=True).strip()}`.")
+    ran = {i["segmenter"] for i in build["segmenters"]}
+    for seg in ("sam", "medsam"):
+        if seg not in ran:
+            lines.append(f"- `{seg}_*` views: not made in this build (the `{seg}` segmenter was not run); those columns are null.")
+    return lines
+
+
+def _method_section(manifest: dict) -> list[str]:
+    build = manifest["build"]
+    render = build["render"]
+    alpha = render["alpha"]
+    protocols = sorted({(d["split_protocol"]["protocol"], d["split_protocol"].get("test_fraction")) for d in manifest["datasets"].values()})
+    outside = ("applied to the whole image as in the paper (pixels outside every mask become `a*I`)"
+               if render["outside"] == "paper" else "applied inside the masks only (pixels outside keep their original value)")
+    lines = [
+        "## How the views were made",
         "",
-        f"Input QA records: {acc['input_records']}; released: {acc['released_qa']}; rejected: "
-        f"{acc['rejected_qa']} (each with its reason in `{d['rejects_file']}`); images without any "
-        f"QA record: {acc.get('rejected_images', 0)}.",
+        "Masks:",
         "",
-        f"Source data: {origin_text(d)}",
+        *_segmenter_lines(build),
+        "- Masks are stored in the `masks` column as COCO RLE (pycocotools) with box, score, label, prompt "
+        "source, model and checkpoint sha256; empty masks are dropped.",
         "",
-        *localization_lines(d),
-        *_rejects_table(acc.get("by_reason", [])),
+        "Views:",
+        "",
+        *[f"- `*_{kind}`: {text}." for kind, text in VIEW_DESCRIPTIONS.items()],
+        f"- The blend is {outside}. Unicolor colour `c` = {render['unicolor']}; multicolor palette cycles over "
+        f"{len(render['palette'])} colours.",
+        f"- Blend weight `a ~ N({alpha['mean']}, {alpha['std']})`, clipped to [{alpha['min']}, {alpha['max']}], drawn "
+        f"once per image and segmenter from `(seed, image_id, segmenter)` with seed **{manifest['seed']}**, so views do "
+        "not depend on sharding or order; the value is in the `alpha` column.",
+        f"- `masked`: the image with everything outside the union of masks set to 0, from the first of "
+        f"{', '.join(f'`{s}`' for s in render['masked_from'])} that has masks for the image (recorded in "
+        "`provenance.masked_from`).",
+        "",
+        "Rows and splits:",
+        "",
+        "- One row per image and split; the image's QA pairs of that split are in the `qa` list column.",
+        *[
+            f"- Split protocol `{p}`" + (f" (seeded {1 - tf:.0%}:{tf:.0%} split by image, linked paraphrases kept together, seed {manifest['seed']})"
+                                        if p == "grouped" else " (each source's own split labels; an image can have a row in several splits)") + "."
+            for p, tf in protocols
+        ],
     ]
-    return "\n".join(lines)
+    if build.get("limit_images") is not None:
+        lines.append(f"- Quick build: only the first {build['limit_images']} images (by image_id) of each dataset; "
+                     "the QA of the others are in the rejects reports.")
+    lines += [
+        f"- Config hash `{manifest['config_hash']}`, loclens {manifest['loclens_version']}; every row's "
+        "`provenance` repeats these with the checkpoint sha256.",
+        "",
+    ]
+    return lines
+
+
+def _counts_section(name: str, d: dict, stats: dict[str, SplitStats]) -> list[str]:
+    info = source_info(d["source"])
+    where = f" ({info.homepage})" if info.homepage else ""
+    lines = [f"### `{name}`", "", f"Source: {info.title}{where}, read with the `{d['source']}` reader; "
+             f"license {info.license_name}.", "", f"Source data: {origin_text(d)}", ""]
+    rows = [[split, s.rows, s.qa, *(s.present[v] for v in VIEW_COLUMNS)] for split, s in stats.items()]
+    lines += _table(["split", "images", "QA", *(f"`{v}`" for v in VIEW_COLUMNS)], rows)
+    missing = []
+    for view in VIEW_COLUMNS:
+        reasons = {}
+        for s in stats.values():
+            for reason, n in s.missing.get(view, {}).items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        for reason, n in sorted(reasons.items()):
+            missing.append([f"`{view}`", n, reason])
+    total_missing = sum(s.n_missing for s in stats.values())
+    lines += ["", f"Missing views: {total_missing} of {sum(s.rows for s in stats.values()) * len(VIEW_COLUMNS)}."]
+    if missing:
+        lines += ["", *_table(["view", "rows missing it", "why"], missing)]
+    lines.append("")
+    return lines + localization_lines(d)
+
+
+def _rejects_section(release_dir: Path, name: str, d: dict) -> list[str]:
+    acc = d["accounting"]
+    rejects = read_jsonl(release_dir / d["rejects_file"])
+    summary = rejects_summary(rejects)
+    lines = [
+        f"`{name}`: {acc['input_records']} input QA records = {acc['released_qa']} released + "
+        f"{acc['rejected_qa']} rejected; every reject is listed with its file and reason in `{d['rejects_file']}`.",
+        "",
+    ]
+    if summary:
+        rows = [[kind, reason, n] for (kind, reason), n in sorted(summary.items(), key=lambda kv: (-kv[1], kv[0]))]
+        lines += _table(["kind", "reason", "count"], rows) + [""]
+    return lines
 
 
 def origin_text(d: dict) -> str:
@@ -154,72 +316,69 @@ def localization_lines(d: dict) -> list[str]:
     return ["Localization tags (`qa.localization`, rule in `qa.localization_rule`):", "", *lines, "", f"Rules: {rules}.", ""]
 
 
-def _rejects_table(by_reason: list[dict]) -> list[str]:
-    """Why records were rejected, most frequent first (details per record in the report)."""
-    if not by_reason:
-        return []
-    lines = ["Rejects by reason:", "", "| rejected | count | reason |", "|---|---|---|"]
-    for r in by_reason:
-        what = "QA records" if r["kind"] == "qa" else "images"
-        lines.append(f"| {what} | {r['count']} | {r['reason'].replace('|', '/')} |")
-    return lines + [""]
+def _license_section(datasets: dict) -> list[str]:
+    lines = ["## Licenses", ""]
+    for name, d in sorted(datasets.items()):
+        info = source_info(d["source"])
+        url = LICENSE_URLS.get(info.license, info.homepage)
+        lines.append(f"- Config `{name}` (images, QA, masks and views derived from {info.title}): "
+                     f"[{info.license_name}]({url}).")
+    lines += ["- The masks and lens views are derived from the source images and follow the source's license; "
+              "CC BY sources require attribution (cite them as below).", ""]
+    return lines
 
 
-def _automatic_note(config: dict) -> str:
-    sam = config["segment"]["sam"]
-    generator = ", ".join(f"{k}={v}" for k, v in sorted(sam["generator"].items())) or "library defaults"
-    filters = ", ".join(f"{k}={v}" for k, v in sorted(sam["filter"].items()) if v is not None)
-    return f"automatic mask generation ({generator}), radiology filters: {filters}"
-
-
-def render_card(release_dir: Path, manifest: dict, config: dict, segmenters: list[dict]) -> str:
-    meta = yaml.safe_dump(front_matter(manifest, config["release"]["pretty_name"]), sort_keys=False, allow_unicode=True)
-    alpha = config["render"]["alpha"]
-    seg_lines = [
-        f"- `{s['segmenter']}`: {s['model']} ({s['backend']}), checkpoint `{s['checkpoint']}` "
-        f"sha256 `{s['checkpoint_sha256']}`, "
-        + (f"prompt sources: {', '.join(s['prompt_sources'])}" if s["prompt_sources"] else _automatic_note(config))
-        for s in segmenters
-    ] or ["- none"]
-    enabled = {s["segmenter"] for s in segmenters}
-    missing = [f"`{s}_*`" for s in ("sam", "medsam") if s not in enabled]
+def render_card(release_dir: Path, manifest: dict, release_cfg: dict) -> str:
+    release_dir = Path(release_dir)
+    meta = yaml.safe_dump(front_matter(manifest, release_cfg), sort_keys=False, allow_unicode=True)
+    stats = release_stats(release_dir, manifest)
+    datasets = manifest["datasets"]
     body = [
-        f"# {config['release']['pretty_name']}",
+        f"# {release_cfg['pretty_name']}",
         "",
-        "Localization-lens views (Farooq et al., MICCAI 2025) of medical VQA images, built with loclens.",
-        "One row per image and split; the image's QA pairs are in the `qa` list column.",
+        "Localization-lens views (Farooq et al., MICCAI 2025) of medical VQA images, built with loclens: each "
+        "radiology image comes with its segmentation masks, the image blended with them (unicolor, multicolor) "
+        "for two segmenters (SAM in automatic mode, MedSAM prompted with boxes), and the image masked to them.",
         "",
-        "## How the views were made",
+        "Configs: " + ", ".join(f"`{n}`" for n in sorted(datasets)) + ".",
         "",
-        *seg_lines,
+        "```python",
+        "import datasets",
+        f"ds = datasets.load_dataset(\"<this repo or folder>\", \"{sorted(datasets)[0]}\")",
+        "# or: import loclens; rows = loclens.load(\"<repo or folder>\", dataset=..., split=\"train\", streaming=True)",
+        "```",
         "",
-        f"- Blend: `I_blend = a*I + (1-a)*C`, `a ~ N({alpha['mean']}, {alpha['std']})` clipped to "
-        f"[{alpha['min']}, {alpha['max']}], drawn per (seed, image_id, segmenter); seed {manifest['seed']}; "
-        f"outside the masks: `{config['render']['outside']}`.",
-        f"- Masked view: the image outside the union of masks set to 0, from the first of "
-        f"{config['render']['masked_from']} that has masks for the image.",
-        f"- Config hash: `{manifest['config_hash']}`; loclens {manifest['loclens_version']}.",
+        *_license_section(datasets),
+        *_method_section(manifest),
+        "## Counts",
+        "",
+        "Images per split, their QA pairs, and non-null views per column.",
+        "",
     ]
-    if missing:
-        body.append(
-            f"- {', '.join(missing)} views are null: that segmenter was not run (not enabled in this build; "
-            "SAM needs a checkpoint, see `segment.sam` in loclens' config.yaml). Nothing was substituted for it."
-        )
-    body += ["", "## Counts", ""]
-    for name, d in sorted(manifest["datasets"].items()):
-        body.append(_dataset_section(release_dir, name, d, segmenters))
+    for name, d in sorted(datasets.items()):
+        body += _counts_section(name, d, stats[name])
+    body += ["## Rejects", ""]
+    for name, d in sorted(datasets.items()):
+        body += _rejects_section(release_dir, name, d)
     body += [
         "## Intended use and limitations",
         "",
-        "For research on medical vision-language models. Masks are machine-generated and unreviewed;",
-        "not for clinical use or diagnosis.",
+        "- For research on medical vision-language models (training with lens views, localization analysis).",
+        "- **Masks and views are machine-generated and were not reviewed by clinicians.** They can miss or "
+        "mislabel structures; `label` values of prompt-derived masks (for example `otsu-bright-0`) name how a "
+        "box was found, not an anatomical structure.",
+        "- **Not for clinical use**, diagnosis or treatment decisions.",
+        "- Inherits the biases and the question distribution of the source datasets; splits of the "
+        "`official` protocol may share images between train and test.",
         "",
         "## Citation",
+        "",
+        "Please cite the paper, the source datasets and the segmenters:",
         "",
         CITATIONS,
     ]
     return f"---\n{meta}---\n\n" + "\n".join(body) + "\n"
 
 
-def write_card(release_dir: Path, manifest: dict, config: dict, segmenters: list[dict]) -> None:
-    write_text(release_dir / "README.md", render_card(release_dir, manifest, config, segmenters))
+def write_card(release_dir: Path, manifest: dict, release_cfg: dict) -> None:
+    write_text(Path(release_dir) / CARD, render_card(release_dir, manifest, release_cfg))

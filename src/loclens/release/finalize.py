@@ -8,22 +8,25 @@ from pathlib import Path
 
 from ..atomic import TMP_PREFIX
 from ..ingest import check_accounting
-from ..provenance import config_hash
-from ..stages import build_hash
+from ..provenance import config_hash, package_version
+from ..stages import build_hash, enabled_segmenters
 from .card import write_card
-from .manifest import dataset_entry, write_manifest
+from .manifest import REJECTS_DIR, dataset_entry, write_manifest
 from .shards import read_mask_cache
 
 log = logging.getLogger(__name__)
 
 
-def remove_stale_shards(release_dir: Path, plan: dict) -> list[Path]:
+def remove_stale_files(release_dir: Path, plans: list[dict]) -> list[Path]:
     """Shards of an earlier build with another shard count would match ``<split>-*.parquet``
-    too; a release holds exactly the planned shards."""
-    wanted = {release_dir / s["file"] for s in plan["release_shards"]}
-    stale = [p for p in (release_dir / plan["dataset"]).glob("*.parquet") if p not in wanted]
+    too, and a dataset dropped from the config would linger: a release holds exactly the
+    planned shards and the rejects reports of its datasets."""
+    wanted = {release_dir / s["file"] for plan in plans for s in plan["release_shards"]}
+    wanted |= {release_dir / REJECTS_DIR / f"{plan['dataset']}.jsonl" for plan in plans}
+    candidates = [*release_dir.glob("*/*.parquet"), *release_dir.glob(f"{REJECTS_DIR}/*.jsonl")]
+    stale = sorted(p for p in candidates if p not in wanted)
     for path in stale:
-        log.info("removing stale shard %s", path)
+        log.info("removing stale file %s", path)
         path.unlink()
     return stale
 
@@ -48,23 +51,38 @@ def segmenter_infos(mask_paths: list[str]) -> list[dict]:
     return [infos[k] for k in sorted(infos)]
 
 
+def split_protocol(config: dict) -> dict:
+    """How rows were assigned to splits; the validator checks ``grouped`` keeps images apart."""
+    return {"protocol": config["split"], "seed": config["seed"], **config["grouped_split"]}
+
+
+def build_settings(config: dict, mask_paths: list[str]) -> dict:
+    """The settings that shaped the rows, recorded so the card and the validator need only the
+    release itself."""
+    return {
+        "limit_images": config["limit_images"],
+        "segment": {s: config["segment"][s] for s in enabled_segmenters(config)},
+        "segmenters": segmenter_infos(mask_paths),
+        "render": config["render"],
+    }
+
+
 def finalize_release(release_dir: Path, plan_paths: list[Path], config: dict, mask_paths: list[str]) -> dict:
     datasets = {}
     hashes = {}
     remove_unfinished_writes(release_dir)
-    for plan_path in plan_paths:
-        plan = json.loads(plan_path.read_text())
+    plans = [json.loads(Path(p).read_text()) for p in plan_paths]
+    remove_stale_files(release_dir, plans)
+    for plan_path, plan in zip(plan_paths, plans):
         check_accounting(plan)
-        remove_stale_shards(release_dir, plan)
-        datasets[plan["dataset"]] = dataset_entry(release_dir, plan, plan_path.parent / "rejects.jsonl")
+        datasets[plan["dataset"]] = dataset_entry(release_dir, plan, Path(plan_path).parent, split_protocol(config))
         hashes[plan["dataset"]] = build_hash(config, plan["dataset"])
-    infos = segmenter_infos(mask_paths)
-    manifest = {"datasets": datasets, "config_hash": config_hash(hashes), "seed": config["seed"]}
-    write_card(release_dir, {**manifest, "loclens_version": _version()}, config, infos)
-    return write_manifest(release_dir, datasets, manifest["config_hash"], config["seed"])
-
-
-def _version() -> str:
-    from ..provenance import package_version
-
-    return package_version()
+    manifest = {
+        "loclens_version": package_version(),
+        "config_hash": config_hash(hashes),
+        "seed": config["seed"],
+        "build": build_settings(config, mask_paths),
+        "datasets": datasets,
+    }
+    write_card(release_dir, manifest, config["release"])
+    return write_manifest(release_dir, manifest)

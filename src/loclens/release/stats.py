@@ -1,0 +1,113 @@
+"""Release statistics in one streaming pass: views present and missing (with the reason), masks
+per image, mask areas and alpha draws, per dataset and split.
+
+The dataset card and the QC summary plots are both made from these figures. Only small nested
+columns are read (the ``path`` of each view, never its bytes; mask areas, not RLEs), one row
+group at a time, so memory stays bounded whatever the release size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ..schema import MASKED_VIEW, SEGMENTERS, VIEW_COLUMNS
+
+#: Why a view is null, in words the dataset card prints.
+NOT_RUN = "segmenter not run"
+NO_MASKS = "segmenter found no mask"
+NO_MASK_SOURCE = "no mask source had masks"
+
+_STATS_COLUMNS = [
+    "width",
+    "height",
+    *(f"{v}.path" for v in VIEW_COLUMNS),
+    "alpha",
+    "masks.list.element.segmenter",
+    "masks.list.element.area",
+    "qa.list.element.qid",
+    "provenance.segmenters.list.element.segmenter",
+]
+
+
+@dataclass
+class SplitStats:
+    rows: int = 0
+    qa: int = 0
+    present: Counter = field(default_factory=Counter)  # view -> non-null rows
+    missing: dict[str, Counter] = field(default_factory=dict)  # view -> reason -> rows
+    masks_per_image: dict[str, list[int]] = field(default_factory=dict)  # segmenter -> per row
+    area_fraction: dict[str, list[float]] = field(default_factory=dict)  # segmenter -> per mask
+    alpha: dict[str, list[float]] = field(default_factory=dict)  # segmenter -> per row (non-null)
+
+    def add_row(self, row: dict) -> None:
+        self.rows += 1
+        self.qa += len(row["qa"] or [])
+        run = {s["segmenter"] for s in (row["provenance"] or {}).get("segmenters") or []}
+        masks = row["masks"] or []
+        pixels = max(1, row["width"] * row["height"])
+        for seg in SEGMENTERS:
+            own = [m for m in masks if m["segmenter"] == seg]
+            if seg in run:
+                self.masks_per_image.setdefault(seg, []).append(len(own))
+            self.area_fraction.setdefault(seg, []).extend(m["area"] / pixels for m in own)
+            if (row["alpha"] or {}).get(seg) is not None:
+                self.alpha.setdefault(seg, []).append(float(row["alpha"][seg]))
+        for view in VIEW_COLUMNS:
+            if row[view] is not None:
+                self.present[view] += 1
+            else:
+                self.missing.setdefault(view, Counter())[_missing_reason(view, run)] += 1
+
+    @property
+    def n_missing(self) -> int:
+        return sum(sum(c.values()) for c in self.missing.values())
+
+
+def _missing_reason(view: str, segmenters_run: set[str]) -> str:
+    if view == MASKED_VIEW:
+        return NO_MASK_SOURCE
+    segmenter = view.split("_", 1)[0]
+    return NO_MASKS if segmenter in segmenters_run else NOT_RUN
+
+
+def iter_rows(path: Path, columns: list[str] | None = None):
+    """Rows of one shard as dicts, one row group in memory at a time."""
+    pf = pq.ParquetFile(path)
+    for rg in range(pf.num_row_groups):
+        yield from pf.read_row_group(rg, columns=columns).to_pylist()
+
+
+def split_stats(release_dir: Path, shards: list[dict]) -> SplitStats:
+    stats = SplitStats()
+    for shard in shards:
+        for row in iter_rows(Path(release_dir) / shard["file"], _STATS_COLUMNS):
+            stats.add_row(row)
+    return stats
+
+
+def release_stats(release_dir: Path, manifest: dict) -> dict[str, dict[str, SplitStats]]:
+    """dataset -> split -> statistics, for every split the manifest lists."""
+    return {
+        name: {split: split_stats(release_dir, s["shards"]) for split, s in sorted(d["splits"].items())}
+        for name, d in sorted(manifest["datasets"].items())
+    }
+
+
+_LEADING_PATH = re.compile(r"^\S*[/\\.]\S*: ")
+
+
+def reason_category(reason: str) -> str:
+    """A reject reason without the file-specific detail, for counting by reason: a leading
+    ``<path>: `` and anything after a further ``: `` or `` (`` are dropped."""
+    text = _LEADING_PATH.sub("", reason.strip())
+    return re.split(r": | \(", text, maxsplit=1)[0].strip() or reason
+
+
+def rejects_summary(rejects: list[dict]) -> Counter:
+    """(kind, reason category) -> count over a dataset's rejects report."""
+    return Counter((r.get("kind", "qa"), reason_category(r.get("reason", ""))) for r in rejects)
