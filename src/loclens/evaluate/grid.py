@@ -1,0 +1,115 @@
+"""The ablation grid (the paper's Table 3): which models to train and compare.
+
+A *cell* fixes the three ablated settings; each cell is trained once per seed:
+
+- ``lens``: the lens sources whose views phase 1 may draw (``sam``, ``medsam``, ``expert``), or
+  ``none``: original images only, the baseline of the localization analysis;
+- ``phase1_loss``: ``dcl`` (the paper) or ``infonce``;
+- ``pixel_shuffle``: ``on`` (the paper) or ``off``.
+
+Cell names are the workflow's wildcards (``lens-medsam+sam/p1-dcl/shuffle-on``), so adding a
+value to the config adds jobs and nothing else reruns.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from ..schema import BLEND_KINDS, MASK_SOURCES, MASKED_VIEW
+
+#: Lens sources in canonical order (a cell's name lists them in this order).
+LENS_SOURCES = MASK_SOURCES
+NO_LENS = "none"
+PHASE1_LOSSES = ("dcl", "infonce")
+SHUFFLE = {True: "on", False: "off"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    lens: tuple[str, ...]  # canonical order; empty = original images only
+    phase1_loss: str
+    pixel_shuffle: bool
+
+    @property
+    def lens_name(self) -> str:
+        return "+".join(self.lens) or NO_LENS
+
+    @property
+    def wildcards(self) -> dict[str, str]:
+        return {"lens": self.lens_name, "loss": self.phase1_loss, "shuffle": SHUFFLE[self.pixel_shuffle]}
+
+    @property
+    def name(self) -> str:
+        w = self.wildcards
+        return f"lens-{w['lens']}/p1-{w['loss']}/shuffle-{w['shuffle']}"
+
+    @property
+    def baseline(self) -> Cell:
+        """The same cell trained on original images only."""
+        return Cell((), self.phase1_loss, self.pixel_shuffle)
+
+    def settings(self) -> dict:
+        return {"lens": self.lens_name, "phase1_loss": self.phase1_loss, "pixel_shuffle": SHUFFLE[self.pixel_shuffle]}
+
+
+def make_cell(lens, phase1_loss: str, pixel_shuffle) -> Cell:
+    """A cell from config values or wildcards; raise ValueError naming a bad value."""
+    if isinstance(lens, str):
+        lens = [] if lens == NO_LENS else lens.split("+")
+    unknown = [s for s in lens if s not in LENS_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown lens source(s) {unknown}; choose from {list(LENS_SOURCES)} or {NO_LENS!r}")
+    if phase1_loss not in PHASE1_LOSSES:
+        raise ValueError(f"unknown phase-1 loss {phase1_loss!r}; choose from {list(PHASE1_LOSSES)}")
+    if isinstance(pixel_shuffle, str):
+        if pixel_shuffle not in ("on", "off"):
+            raise ValueError(f"pixel shuffle must be on or off, got {pixel_shuffle!r}")
+        pixel_shuffle = pixel_shuffle == "on"
+    return Cell(tuple(s for s in LENS_SOURCES if s in set(lens)), phase1_loss, bool(pixel_shuffle))
+
+
+def cell_from_wildcards(wildcards) -> Cell:
+    return make_cell(wildcards["lens"], wildcards["loss"], wildcards["shuffle"])
+
+
+def main_cell(evaluate_cfg: dict) -> Cell:
+    m = evaluate_cfg["main"]
+    return make_cell(m["lens"], m["phase1_loss"], m["pixel_shuffle"])
+
+
+def grid_cells(evaluate_cfg: dict) -> list[Cell]:
+    """Every cell to train, main first, then the grid, then the baselines (no duplicates).
+
+    ``one_at_a_time`` varies one setting of the main cell at a time (the paper's ablations);
+    ``product`` takes every combination.
+    """
+    main = main_cell(evaluate_cfg)
+    grid = evaluate_cfg["grid"]
+    lenses, losses, shuffles = grid["lens"], grid["phase1_loss"], grid["pixel_shuffle"]
+    if grid["mode"] == "product":
+        cells = [make_cell(*combo) for combo in itertools.product(lenses, losses, shuffles)]
+    else:
+        cells = [make_cell(v, main.phase1_loss, main.pixel_shuffle) for v in lenses]
+        cells += [make_cell(main.lens, v, main.pixel_shuffle) for v in losses]
+        cells += [make_cell(main.lens, main.phase1_loss, v) for v in shuffles]
+    ordered = [main, *cells]
+    if evaluate_cfg["baseline"]:
+        ordered += [c.baseline for c in ordered if c.lens]
+    return list(dict.fromkeys(ordered))
+
+
+def baselines(cells: list[Cell]) -> dict[Cell, Cell]:
+    """Lens cell -> its baseline, for the lens cells whose baseline is among ``cells``."""
+    present = set(cells)
+    return {c: c.baseline for c in cells if c.lens and c.baseline in present}
+
+
+def allowed_views(lens: tuple[str, ...]) -> dict:
+    """What phase 1 may draw for a cell: the blend view columns of its segmenters, and the
+    masked view of rows whose ``provenance.masked_from`` is one of its sources."""
+    return {
+        "view_columns": [f"{s}_{k}" for s in lens if s != "expert" for k in BLEND_KINDS],
+        "masked_from": [s for s in lens],
+        "masked_column": MASKED_VIEW,
+    }
