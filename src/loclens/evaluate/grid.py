@@ -16,10 +16,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ..schema import BLEND_KINDS, MASK_SOURCES, MASKED_VIEW
+from ..schema import BLEND_KINDS, MASK_SOURCES, MASKED_VIEW, SEGMENTERS
 
 #: Lens sources in canonical order (a cell's name lists them in this order).
-LENS_SOURCES = MASK_SOURCES
+LENS_SOURCES = SEGMENTERS + ("expert",)
+assert set(LENS_SOURCES) == set(MASK_SOURCES)
 NO_LENS = "none"
 PHASE1_LOSSES = ("dcl", "infonce")
 SHUFFLE = {True: "on", False: "off"}
