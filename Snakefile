@@ -15,6 +15,7 @@ include: "rules/segment.smk"
 include: "rules/render.smk"
 include: "rules/release.smk"
 include: "rules/download.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

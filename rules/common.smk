@@ -11,6 +11,7 @@ from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
 from loclens.ingest import download_origin, source_root
 from loclens.sources import source_spec
+from loclens.evaluate import grid
 
 # The same schema twice: loclens first, for one short message listing every wrong key at once
 # ("render: Additional properties are not allowed ('alhpa' was unexpected)"); then Snakemake's
@@ -27,6 +28,10 @@ INGEST = RESULTS / "ingest"
 SEGMENT = RESULTS / "segment"
 RELEASE = RESULTS / "release"
 LOGS = RESULTS / "logs"
+EXPERIMENTS = RESULTS / "experiments"
+EVALUATION = RESULTS / "evaluation"
+# One trained model of the ablation grid: a cell (lens sources, phase-1 loss, pixel shuffle) and a seed.
+RUN = "lens-{lens}/p1-{loss}/shuffle-{shuffle}/seed-{seed}"
 DATASETS = sorted(config["datasets"])
 SEGMENTERS = stages.enabled_segmenters(config)
 
@@ -38,6 +43,10 @@ wildcard_constraints:
     split="[A-Za-z0-9_]+",
     index="[0-9]{5}",
     total="[0-9]{5}",
+    lens="none|(sam|medsam|expert)(\+(sam|medsam|expert))*",
+    loss="dcl|infonce",
+    shuffle="on|off",
+    seed="[0-9]+",
 
 
 def as_json(obj):
@@ -107,3 +116,21 @@ def all_segment_caches(wildcards):
         for s in SEGMENTERS:
             out.extend(segment_caches(d, range(n), s))
     return out
+
+
+def experiment_train_settings(wildcards, phase):
+    """A training phase's settings for one cell and seed of the ablation grid."""
+    cell = grid.cell_from_wildcards(wildcards)
+    return stages.experiment_train_settings(config, phase, cell, int(wildcards.seed))
+
+
+def evaluate_datasets():
+    """The datasets the models are trained on, hence evaluated on."""
+    return " ".join(config["train"]["datasets"] or DATASETS)
+
+
+def experiment_metrics():
+    """metrics.json of every cell and seed of the configured grid."""
+    cells = grid.grid_cells(config["evaluate"])
+    seeds = config["evaluate"]["seeds"]
+    return [EXPERIMENTS / RUN.format(**c.wildcards, seed=s) / "metrics.json" for c in cells for s in seeds]

@@ -9,7 +9,7 @@ from PIL import Image
 
 from loclens.config import validate
 from loclens.evaluate.analysis import score_predictions
-from loclens.evaluate.grid import allowed_views, baselines, grid_cells, make_cell
+from loclens.evaluate.grid import baselines, cell_train_settings, grid_cells, lens_views, make_cell
 from loclens.evaluate.plots import plot_gains
 from loclens.evaluate.tables import aggregate, build_tables, write_tables
 from loclens.evaluate.tags import localization_tags
@@ -81,8 +81,14 @@ def test_grid_cells_and_baselines():
     assert make_cell("medsam+sam", "infonce", "off").name == "lens-sam+medsam/p1-infonce/shuffle-off"
     with pytest.raises(ValueError, match="unknown lens source"):
         make_cell("sam+ct", "dcl", "on")
-    assert allowed_views(("sam", "expert")) == {
-        "view_columns": ["sam_unicolor", "sam_multicolor"], "masked_from": ["sam", "expert"], "masked_column": "masked"}
+    assert lens_views(("sam", "expert")) == ["sam_unicolor", "sam_multicolor", "masked"]
+    assert lens_views(()) == []
+    align = {"seed": 0, "views": ["masked"], "connector": {"pixel_shuffle": True, "factor": 4}, "align": {"loss": "dcl", "epochs": 2}}
+    got = cell_train_settings(align, make_cell("medsam", "infonce", "off"), 3)
+    assert got == {"seed": 3, "views": ["medsam_unicolor", "medsam_multicolor"],
+                   "connector": {"pixel_shuffle": False, "factor": 4}, "align": {"loss": "infonce", "epochs": 2}}
+    vqa = cell_train_settings({"seed": 0, "vqa": {"loss": "infonce"}, "connector": {"factor": 4}}, cells[0], 1)
+    assert "align" not in vqa and vqa["vqa"] == {"loss": "infonce"}  # phase 2 keeps its own loss
 
 
 def _runs(cells):

@@ -98,6 +98,35 @@ def cmd_release(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from .evaluate.answerers import load_answerer
+    from .evaluate.grid import make_cell
+    from .evaluate.run import evaluate_model
+
+    from .train import ReleaseError
+
+    settings = args.settings
+    cell = make_cell(*args.cell.split("/")) if args.cell else None
+    answerer = load_answerer(args.checkpoint, device=args.device)
+    run = {"cell": cell.name if cell else None, "seed": args.seed, "checkpoint": str(args.checkpoint)}
+    try:
+        result = evaluate_model(args.release, args.datasets, settings, answerer, args.out, run)
+    except ReleaseError as exc:
+        print(f"loclens evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    combined = result["metrics"]["combined"]["all"]
+    print(json.dumps({k: combined[k] for k in ("n_questions", "closed_accuracy", "open_recall")}))
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from .evaluate.run import make_tables
+
+    paths = make_tables(args.metrics, args.settings, args.out)
+    print("\n".join(sorted(paths.values())))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loclens", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -150,6 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masks", nargs="*", help="segmentation cache files (for provenance)")
     p.add_argument("--settings", type=_json_arg, required=True, help="the full configuration (JSON)")
     p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("evaluate", help="answer a release's test questions with a trained model; write predictions and metrics")
+    p.add_argument("--release", required=True, help="release folder (with manifest.json)")
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--checkpoint", required=True, help="trained model (the phase-2 checkpoint)")
+    p.add_argument("--settings", type=_json_arg, required=True, help="the evaluate config section (JSON)")
+    p.add_argument("--cell", help="ablation cell as LENS/LOSS/SHUFFLE, e.g. medsam/dcl/on (recorded in the metrics)")
+    p.add_argument("--seed", type=int, help="training seed (recorded in the metrics)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="output folder (predictions/<dataset>.jsonl, metrics.json)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tables", help="Tables 1-3 and the gain plot from the runs of an ablation grid")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every run")
+    p.add_argument("--settings", type=_json_arg, required=True, help="the evaluate config section (JSON)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_tables)
     return parser
 
 
@@ -160,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     from .archive import ArchiveError
     from .config import ConfigError
     from .download import DownloadError
+    from .evaluate.run import GridError
     from .imageio import ImageError
     from .sources import SourceError
 
     try:
         return args.func(args)
-    except (ConfigError, SourceError, ImageError, DownloadError, ArchiveError) as exc:
+    except (ConfigError, SourceError, ImageError, DownloadError, ArchiveError, GridError) as exc:
         print(f"loclens {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -25,7 +25,6 @@ from PIL import Image
 
 from ..atomic import atomic_path, write_jsonl
 from ..imageio import load_rgb
-from ..release.manifest import MANIFEST
 from .metrics import normalize_answer
 from .tags import localization_tags
 
@@ -55,33 +54,15 @@ PREDICTION_SCHEMA = pa.schema(
 )
 
 
-class ReleaseError(ValueError):
-    """A release that cannot be evaluated (no manifest, unknown dataset or split)."""
+def iter_rows(release, dataset: str, split: str, with_image: bool = True) -> Iterator[dict]:
+    """Rows of one dataset and split of a release (a folder or ``hf://datasets/...``, read as
+    training reads it), one row group at a time; lens views are never read."""
+    from ..train.reader import open_release
 
-
-def release_files(release_dir: str | Path, dataset: str, split: str) -> list[Path]:
-    """The shards of one dataset and split, from the manifest (written last: a complete release)."""
-    release_dir = Path(release_dir)
-    try:
-        manifest = json.loads((release_dir / MANIFEST).read_text())
-    except FileNotFoundError:
-        raise ReleaseError(f"{release_dir / MANIFEST}: no manifest; the release is incomplete or not there") from None
-    entry = manifest["datasets"].get(dataset)
-    if entry is None:
-        raise ReleaseError(f"{release_dir}: dataset {dataset!r} not in the release (has {sorted(manifest['datasets'])})")
-    if split not in entry["splits"]:
-        raise ReleaseError(f"{release_dir}: dataset {dataset!r} has no split {split!r} (has {sorted(entry['splits'])})")
-    return [release_dir / s["file"] for s in entry["splits"][split]["shards"]]
-
-
-def iter_rows(release_dir, dataset: str, split: str, with_image: bool = True) -> Iterator[dict]:
-    """Release rows (image_id, dataset, split, qa and optionally the original image bytes),
-    one row group at a time; lens views are never read."""
+    opened = open_release(release, split=split, datasets=[dataset])
     columns = ["image_id", "dataset", "split", "qa"] + (["image"] if with_image else [])
-    for path in release_files(release_dir, dataset, split):
-        parquet = pq.ParquetFile(path)
-        for group in range(parquet.num_row_groups):
-            yield from parquet.read_row_group(group, columns=columns).to_pylist()
+    for unit in opened.units:
+        yield from opened.read(unit, columns).to_pylist()
 
 
 def decode_image(cell: dict, name: str) -> Image.Image:
@@ -89,12 +70,12 @@ def decode_image(cell: dict, name: str) -> Image.Image:
     return Image.fromarray(load_rgb(cell["bytes"], name))
 
 
-def candidate_answers(release_dir, dataset: str, split: str = "train") -> dict[str, list[str]]:
+def candidate_answers(release, dataset: str, split: str = "train") -> dict[str, list[str]]:
     """answer_type -> distinct training answers (by normalised form, most frequent spelling
     first-seen on ties), in order of decreasing frequency."""
     counts: dict[str, Counter] = {"open": Counter(), "closed": Counter()}
     spellings: dict[str, dict[str, Counter]] = {"open": {}, "closed": {}}
-    for row in iter_rows(release_dir, dataset, split, with_image=False):
+    for row in iter_rows(release, dataset, split, with_image=False):
         for qa in row["qa"]:
             key = normalize_answer(qa["answer"])
             if not key:

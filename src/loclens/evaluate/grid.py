@@ -106,11 +106,37 @@ def baselines(cells: list[Cell]) -> dict[Cell, Cell]:
     return {c: c.baseline for c in cells if c.lens and c.baseline in present}
 
 
-def allowed_views(lens: tuple[str, ...]) -> dict:
-    """What phase 1 may draw for a cell: the blend view columns of its segmenters, and the
-    masked view of rows whose ``provenance.masked_from`` is one of its sources."""
+#: Lens source -> the release view columns phase 1 may draw for it. ``expert`` is the masked
+#: view: it is made from expert masks where a dataset has them (SLAKE) and otherwise from the
+#: first segmenter of ``render.masked_from`` that has masks (see the row's provenance).
+SOURCE_VIEWS = {
+    **{s: [f"{s}_{k}" for k in BLEND_KINDS] for s in SEGMENTERS},
+    "expert": [MASKED_VIEW],
+}
+
+
+def lens_views(lens: tuple[str, ...]) -> list[str]:
+    """The view columns a cell's phase 1 may use ([] = original images only)."""
+    return [view for source in lens for view in SOURCE_VIEWS[source]]
+
+
+def train_overrides(cell: Cell, seed: int) -> dict:
+    """What a cell and seed change in the ``train:`` settings (merged one level deep)."""
     return {
-        "view_columns": [f"{s}_{k}" for s in lens if s != "expert" for k in BLEND_KINDS],
-        "masked_from": [s for s in lens],
-        "masked_column": MASKED_VIEW,
+        "seed": seed,
+        "views": lens_views(cell.lens),
+        "connector": {"pixel_shuffle": cell.pixel_shuffle},
+        "align": {"loss": cell.phase1_loss},
     }
+
+
+def cell_train_settings(train_settings: dict, cell: Cell, seed: int) -> dict:
+    """A phase's training settings (``stages.train_settings``) for one cell and seed."""
+    out = dict(train_settings)
+    for key, value in train_overrides(cell, seed).items():
+        if isinstance(value, dict):
+            if key in out:  # a phase's settings hold only their own phase section
+                out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
