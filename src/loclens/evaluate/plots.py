@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..atomic import atomic_path
-from .analysis import ALL
-from .tables import HEADLINE, LABELS
-from .tags import LOCALIZATION_CATEGORIES
+from .tables import HEADLINE, LABELS, TABLE2_GROUPS, shown_scopes
 
-CATEGORIES = LOCALIZATION_CATEGORIES + (ALL,)
+CATEGORIES = TABLE2_GROUPS
 
 
 def plot_gains(tables: dict, out_png: str | Path) -> Path:
@@ -23,7 +21,7 @@ def plot_gains(tables: dict, out_png: str | Path) -> Path:
     import numpy as np
 
     entries = tables["localization"]
-    scope_names = list(entries[0]["scopes"]) if entries else []
+    scope_names = shown_scopes(entries[0]["scopes"]) if entries else []
     n_rows, n_cols = max(1, len(scope_names)), len(HEADLINE)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.5 * n_cols, 3.0 * n_rows), squeeze=False)
     x = np.arange(len(CATEGORIES))

@@ -20,7 +20,7 @@ import statistics
 from collections.abc import Iterable
 
 from ..atomic import write_json, write_text
-from .analysis import ALL, GROUPS, scopes
+from .analysis import ALL, COMBINED, GROUPS, LOCALIZATION, scopes
 from .metrics import SUMMARY_METRICS
 from .tags import LOCALIZATION_CATEGORIES
 
@@ -113,6 +113,16 @@ def build_tables(runs: list[dict], cells: dict[str, dict], main: str, baselines:
     }
 
 
+#: Question groups of Table 2, in row order.
+TABLE2_GROUPS = LOCALIZATION_CATEGORIES + (LOCALIZATION, ALL)
+
+
+def shown_scopes(names) -> list[str]:
+    """Scopes for the markdown tables: ``combined`` only when it differs from a single dataset."""
+    names = list(names)
+    return names if len(names) > 2 else [n for n in names if n != COMBINED]
+
+
 def fmt(agg: dict | None, signed: bool = False) -> str:
     """Percent with one decimal, '± std' when defined; an en dash when undefined."""
     if not agg or agg["mean"] is None:
@@ -142,8 +152,9 @@ def main_markdown(tables: dict) -> str:
     for label, cell in (("baseline (original images)", base), ("lens", main)):
         if cell is None:
             continue
-        for scope, groups in tables["cells"][cell]["scopes"].items():
-            g = groups[ALL]
+        cell_scopes = tables["cells"][cell]["scopes"]
+        for scope in shown_scopes(cell_scopes):
+            g = cell_scopes[scope][ALL]
             rows.append([f"{label}: `{cell}`", scope, str(g["n_questions"])] + [fmt(g[m]) for m in METRICS])
     return f"## Table 1: main results\n\n{_note(tables)}\n\n" + _table(header, rows) + "\n"
 
@@ -154,9 +165,9 @@ def localization_markdown(tables: dict) -> str:
         header += [f"{LABELS[m]} baseline", f"{LABELS[m]} lens", f"{LABELS[m]} gain"]
     rows = []
     for entry in tables["localization"]:
-        for scope, groups in entry["scopes"].items():
-            for group in LOCALIZATION_CATEGORIES + (ALL,):
-                g = groups[group]
+        for scope in shown_scopes(entry["scopes"]):
+            for group in TABLE2_GROUPS:
+                g = entry["scopes"][scope][group]
                 row = [f"`{entry['cell']}`", scope, group, str(g["n_questions"])]
                 for m in HEADLINE:
                     row += [fmt(g[m]["baseline"]), fmt(g[m]["lens"]), fmt(g[m]["gain"], signed=True)]
@@ -164,14 +175,14 @@ def localization_markdown(tables: dict) -> str:
     text = (
         "## Table 2: localization questions\n\n"
         f"{_note(tables)} Gain = lens - baseline, paired by seed; the baseline is the same cell "
-        "trained on original images only.\n\n"
+        "trained on original images only. `localization` = anatomical or positioning.\n\n"
     )
     return text + _table(header, rows) + "\n"
 
 
 def ablation_markdown(tables: dict) -> str:
     cells = tables["cells"]
-    scope_names = list(next(iter(cells.values()))["scopes"]) if cells else []
+    scope_names = shown_scopes(next(iter(cells.values()))["scopes"]) if cells else []
     header = ["lens sources", "phase-1 loss", "pixel shuffle", "seeds"]
     for scope in scope_names:
         header += [f"{scope} {LABELS[m]}" for m in HEADLINE]
