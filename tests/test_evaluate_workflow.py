@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 CELLS = ("lens-medsam/p1-dcl/shuffle-on", "lens-none/p1-dcl/shuffle-on")
 SEEDS = (0, 1)
 # Each rule gets one thread so two runs train side by side on two cores.
-ONE_THREAD = [f"--set-threads", *(f"{r}=1" for r in ("experiment_align", "experiment_vqa", "experiment_evaluate"))]
+ONE_THREAD = ["--set-threads", *(f"{r}=1" for r in ("experiment_align", "experiment_vqa", "experiment_evaluate"))]
 
 
 def _config(release, tiny_vit, vqa_rad_root, seeds=SEEDS) -> dict:
@@ -51,7 +51,7 @@ def evaluation(tmp_path_factory, train_release, tiny_vit, vqa_rad_root):
     release = train_release / "results" / "release"
     cfg = workdir / "config.yaml"
     cfg.write_text(yaml.safe_dump(_config(release, tiny_vit, vqa_rad_root)))
-    run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2", *ONE_THREAD, "evaluation")
+    run_snakemake(workdir, "evaluation", "--configfile", str(cfg), "--cores", "2", *ONE_THREAD)
     return workdir, cfg, release
 
 

@@ -55,6 +55,7 @@ class Generator:
         for question in questions:
             prompt = processor.apply_chat_template(self.adapter._messages(1, question, None), add_generation_prompt=True)
             inputs = processor(text=[prompt], images=[[image]], return_tensors="pt").to(device)
+            inputs.pop("token_type_ids", None)  # BERT-style tokenizers return them; the LM takes none
             out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
             new = out[0, inputs["input_ids"].shape[1] :]
             answers.append(processor.decode(new, skip_special_tokens=True).strip())
