@@ -12,7 +12,7 @@ from loclens.evaluate.analysis import score_predictions
 from loclens.evaluate.grid import baselines, cell_train_settings, grid_cells, lens_views, make_cell
 from loclens.evaluate.plots import plot_gains
 from loclens.evaluate.tables import aggregate, build_tables, write_tables
-from loclens.evaluate.tags import localization_tags
+from loclens.evaluate.tags import MissingTagsError, localization_tags
 
 
 def _pred(dataset, answer, prediction, answer_type="closed", tags=(), qid="q"):
@@ -20,14 +20,11 @@ def _pred(dataset, answer, prediction, answer_type="closed", tags=(), qid="q"):
             "answer_type": answer_type, "tags": list(tags)}
 
 
-def test_localization_tags_from_metadata_and_from_the_release_field():
-    assert localization_tags({"question_type": ["PRES"]}) == ["anatomical"]
-    assert localization_tags({"question_type": ["PRES", "POS"]}) == ["anatomical", "positioning"]
-    assert localization_tags({"question_type": ["Position"]}) == ["positioning"]  # SLAKE content_type
-    assert localization_tags({"question_type": ["MODALITY"]}) == []
-    assert localization_tags({"question_type": None}) == []
-    # Once the release records the tags, they win over the metadata rule.
-    assert localization_tags({"question_type": ["PRES"], "localization": ["positioning"]}) == ["positioning"]
+def test_localization_tags_come_from_the_release_field():
+    assert localization_tags({"localization": ["positioning", "anatomical"]}) == ["anatomical", "positioning"]
+    assert localization_tags({"localization": []}) == []
+    with pytest.raises(MissingTagsError, match="predates localization tags"):
+        localization_tags({"qid": "7", "question_type": ["PRES"]})
 
 
 def test_score_predictions_per_dataset_category_and_pooled():
