@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
+pytest.importorskip("loclens.train", reason="needs the training stage (issue 6)")
 import torch
 
 from loclens.evaluate.answer import PREDICTION_SCHEMA, candidate_answers, iter_rows, read_predictions
