@@ -42,6 +42,15 @@ def build_hash(config: dict, dataset: str) -> str:
     )
 
 
+#: Config sections that never shape the release: changing how models are trained or evaluated
+#: must not re-finalise it (which would retrain everything downstream).
+NOT_RELEASE = ("train", "evaluate")
+
+
+def release_settings(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in NOT_RELEASE}
+
+
 def experiment_train_settings(config: dict, phase: str, cell, seed: int) -> dict:
     """A training phase's settings for one cell and training seed of the ablation grid (the
     release, built with the global seed, is shared by every cell and seed)."""
