@@ -18,7 +18,7 @@ rule experiment_align:
     resources:
         gpu=config["train"]["nproc_per_node"],
     log:
-        LOGS / "experiments" / (RUN + "-align.log"),
+        LOGS / "experiments" / f"{RUN}-align.log",
     conda:
         "../envs/train.yaml"
     shell:
@@ -42,7 +42,7 @@ rule experiment_vqa:
     resources:
         gpu=config["train"]["nproc_per_node"],
     log:
-        LOGS / "experiments" / (RUN + "-vqa.log"),
+        LOGS / "experiments" / f"{RUN}-vqa.log",
     conda:
         "../envs/train.yaml"
     shell:
@@ -68,7 +68,7 @@ rule experiment_evaluate:
     resources:
         gpu=1,
     log:
-        LOGS / "experiments" / (RUN + "-evaluate.log"),
+        LOGS / "experiments" / f"{RUN}-evaluate.log",
     conda:
         "../envs/train.yaml"
     shell:
