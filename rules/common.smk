@@ -13,6 +13,7 @@ from loclens.download import RECORD as DOWNLOAD_RECORD
 from loclens.ingest import download_origin, source_root
 from loclens.sources import source_spec
 from loclens.segment import checkpoints as ckpt
+from loclens.evaluate import grid
 
 # The same schema twice: loclens first, for one short message listing every wrong key at once
 # ("render: Additional properties are not allowed ('alhpa' was unexpected)"); then Snakemake's
@@ -30,6 +31,10 @@ SEGMENT = RESULTS / "segment"
 RELEASE = RESULTS / "release"
 QC = RESULTS / "qc"
 LOGS = RESULTS / "logs"
+EXPERIMENTS = RESULTS / "experiments"
+EVALUATION = RESULTS / "evaluation"
+# One trained model of the ablation grid: a cell (lens sources, phase-1 loss, pixel shuffle) and a seed.
+RUN = "lens-{lens}/p1-{loss}/shuffle-{shuffle}/seed-{seed}"
 DATASETS = sorted(config["datasets"])
 SEGMENTERS = stages.enabled_segmenters(config)
 # Fail at load time on an unknown prompt source, or one whose segmenter is off.
@@ -45,6 +50,10 @@ wildcard_constraints:
     index="[0-9]{5}",
     total="[0-9]{5}",
     filename="[^/]+",
+    lens="none|(sam|medsam|expert)(\+(sam|medsam|expert))*",
+    loss="dcl|infonce",
+    shuffle="on|off",
+    seed="[0-9]+",
 
 
 def as_json(obj):
@@ -177,3 +186,19 @@ def checkpoint_download(wildcards):
         raise ValueError(
             f"{RESOURCES / 'checkpoints' / wildcards.filename}: no enabled segmenter downloads a checkpoint of that name"
         ) from None
+def experiment_train_settings(wildcards, phase):
+    """A training phase's settings for one cell and seed of the ablation grid."""
+    cell = grid.cell_from_wildcards(wildcards)
+    return stages.experiment_train_settings(config, phase, cell, int(wildcards.seed))
+
+
+def evaluate_datasets():
+    """The datasets the models are trained on, hence evaluated on."""
+    return " ".join(config["train"]["datasets"] or DATASETS)
+
+
+def experiment_metrics():
+    """metrics.json of every cell and seed of the configured grid."""
+    cells = grid.grid_cells(config["evaluate"])
+    seeds = config["evaluate"]["seeds"]
+    return [EXPERIMENTS / RUN.format(**c.wildcards, seed=s) / "metrics.json" for c in cells for s in seeds]

@@ -171,6 +171,32 @@ def cmd_publish(args) -> int:
     if record is not None:
         state = "pushed commit" if record["pushed"] else "nothing changed; remote head is"
         print(f"{state} {record['commit']} (datasets/{record['repo_id']}@{record['revision']})")
+def cmd_evaluate(args) -> int:
+    from .evaluate.answerers import load_answerer
+    from .evaluate.grid import make_cell
+    from .evaluate.run import evaluate_model
+
+    from .train import ReleaseError
+
+    settings = args.settings
+    cell = make_cell(*args.cell.split("/")) if args.cell else None
+    answerer = load_answerer(args.checkpoint, device=args.device)
+    run = {"cell": cell.name if cell else None, "seed": args.seed, "checkpoint": str(args.checkpoint)}
+    try:
+        result = evaluate_model(args.release, args.datasets, settings, answerer, args.out, run)
+    except ReleaseError as exc:
+        print(f"loclens evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    combined = result["metrics"]["combined"]["all"]
+    print(json.dumps({k: combined[k] for k in ("n_questions", "closed_accuracy", "open_recall")}))
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from .evaluate.run import make_tables
+
+    paths = make_tables(args.metrics, args.settings, args.out)
+    print("\n".join(sorted(paths.values())))
     return 0
 
 
@@ -263,6 +289,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="JSON record of the push (commit id, files); read by later dry runs")
     p.add_argument("--validation", help="a passing `loclens validate --report` of this release (skips the row scan)")
     p.set_defaults(func=cmd_publish)
+    p = sub.add_parser("evaluate", help="answer a release's test questions with a trained model; write predictions and metrics")
+    p.add_argument("--release", required=True, help="release folder (with manifest.json)")
+    p.add_argument("--datasets", nargs="+", required=True)
+    p.add_argument("--checkpoint", required=True, help="trained model (the phase-2 checkpoint)")
+    p.add_argument("--settings", type=_json_arg, required=True, help="the evaluate config section (JSON)")
+    p.add_argument("--cell", help="ablation cell as LENS/LOSS/SHUFFLE, e.g. medsam/dcl/on (recorded in the metrics)")
+    p.add_argument("--seed", type=int, help="training seed (recorded in the metrics)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="output folder (predictions/<dataset>.jsonl, metrics.json)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tables", help="Tables 1-3 and the gain plot from the runs of an ablation grid")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every run")
+    p.add_argument("--settings", type=_json_arg, required=True, help="the evaluate config section (JSON)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_tables)
     return parser
 
 
@@ -273,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     from .archive import ArchiveError
     from .config import ConfigError
     from .download import DownloadError
+    from .evaluate.run import GridError
     from .imageio import ImageError
     from .loading import LoadError
     from .release.publish import PublishError
@@ -281,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, SourceError, ImageError, DownloadError, ArchiveError, CheckpointError, LoadError, PublishError) as exc:
+    except (
+        ConfigError, SourceError, ImageError, DownloadError, ArchiveError, CheckpointError, LoadError, PublishError, GridError
+    ) as exc:
         print(f"loclens {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -78,3 +78,29 @@ def build_hash(config: dict, dataset: str) -> str:
             "render": render_settings(config),
         }
     )
+
+
+#: Config sections that never shape the release: changing how models are trained or evaluated
+#: must not re-finalise it (which would retrain everything downstream).
+NOT_RELEASE = ("train", "evaluate")
+
+
+def release_settings(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in NOT_RELEASE}
+
+
+def experiment_train_settings(config: dict, phase: str, cell, seed: int) -> dict:
+    """A training phase's settings for one cell and training seed of the ablation grid (the
+    release, built with the global seed, is shared by every cell and seed)."""
+    from .evaluate.grid import cell_train_settings
+
+    return cell_train_settings(train_settings(config, phase), cell, seed)
+
+
+#: Evaluate settings that shape one run's predictions; the grid and seeds do not, so adding a
+#: cell or a seed adds jobs without re-running the others.
+EVALUATE_RUN_KEYS = ("split", "candidates_split", "top_k", "predictions_format")
+
+
+def evaluate_run_settings(config: dict) -> dict:
+    return {k: config["evaluate"][k] for k in EVALUATE_RUN_KEYS}

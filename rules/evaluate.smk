@@ -1,0 +1,100 @@
+# Evaluate: the ablation grid (lens sources x phase-1 loss x pixel shuffle x seeds) as wildcards.
+# Each cell and seed is trained (both phases, as `train` does), answers the test questions on
+# original images only, and is scored; `tables` turns all runs into Tables 1-3 and the gain plot.
+# Not part of `all`: run `snakemake evaluation`.
+
+
+rule experiment_align:
+    input:
+        unpack(train_release_input),
+    output:
+        model=EXPERIMENTS / RUN / "align" / "final" / "model.safetensors",
+        losses=EXPERIMENTS / RUN / "align" / "losses.csv",
+    params:
+        settings=lambda w: as_json(experiment_train_settings(w, "align")),
+        release=train_release(),
+        out=lambda w: EXPERIMENTS / RUN.format(**w) / "align",
+    threads: 4
+    resources:
+        gpu=config["train"]["nproc_per_node"],
+    log:
+        LOGS / "experiments" / f"{RUN}-align.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} loclens train --phase align --release {params.release:q}"
+        " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule experiment_vqa:
+    input:
+        unpack(train_release_input),
+        init=EXPERIMENTS / RUN / "align" / "final" / "model.safetensors",
+    output:
+        model=EXPERIMENTS / RUN / "vqa" / "final" / "model.safetensors",
+        losses=EXPERIMENTS / RUN / "vqa" / "losses.csv",
+    params:
+        settings=lambda w: as_json(experiment_train_settings(w, "vqa")),
+        release=train_release(),
+        init=lambda w: EXPERIMENTS / RUN.format(**w) / "align" / "final",
+        out=lambda w: EXPERIMENTS / RUN.format(**w) / "vqa",
+    threads: 4
+    resources:
+        gpu=config["train"]["nproc_per_node"],
+    log:
+        LOGS / "experiments" / f"{RUN}-vqa.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} loclens train --phase vqa --release {params.release:q} --init {params.init:q}"
+        " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule experiment_evaluate:
+    input:
+        unpack(train_release_input),
+        model=EXPERIMENTS / RUN / "vqa" / "final" / "model.safetensors",
+    output:
+        metrics=EXPERIMENTS / RUN / "metrics.json",
+    params:
+        settings=as_json(stages.evaluate_run_settings(config)),
+        release=train_release(),
+        datasets=evaluate_datasets(),
+        model=lambda w: EXPERIMENTS / RUN.format(**w) / "vqa" / "final",
+        cell="{lens}/{loss}/{shuffle}",
+        out=lambda w: EXPERIMENTS / RUN.format(**w),
+        device=config["train"]["device"],
+    threads: 4
+    resources:
+        gpu=1,
+    log:
+        LOGS / "experiments" / f"{RUN}-evaluate.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} loclens evaluate --release {params.release:q} --datasets {params.datasets}"
+        " --checkpoint {params.model:q} --settings {params.settings:q} --cell {params.cell} --seed {wildcards.seed}"
+        " --device {params.device} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule tables:
+    input:
+        experiment_metrics(),
+    output:
+        json=EVALUATION / "tables.json",
+        markdown=EVALUATION / "tables.md",
+        plot=EVALUATION / "gains.png",
+    params:
+        settings=as_json(config["evaluate"]),
+        out=EVALUATION,
+    log:
+        LOGS / "tables.log",
+    conda:
+        "../envs/train.yaml"
+    shell:
+        "loclens tables --metrics {input:q} --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule evaluation:
+    input:
+        rules.tables.output,
