@@ -14,6 +14,7 @@ include: "rules/ingest.smk"
 include: "rules/segment.smk"
 include: "rules/render.smk"
 include: "rules/release.smk"
+include: "rules/train.smk"
 
 
 rule all:

@@ -15,6 +15,7 @@ INGEST = RESULTS / "ingest"
 SEGMENT = RESULTS / "segment"
 RELEASE = RESULTS / "release"
 LOGS = RESULTS / "logs"
+TRAIN = RESULTS / "train"
 DATASETS = sorted(config["datasets"])
 SEGMENTERS = stages.enabled_segmenters(config)
 
@@ -82,3 +83,13 @@ def all_segment_caches(wildcards):
         for s in SEGMENTERS:
             out.extend(segment_caches(d, range(n), s))
     return out
+
+
+def train_release():
+    """The release training reads: train.release, else this workflow's own."""
+    return config["train"]["release"] or str(RELEASE)
+
+
+def train_release_input(wildcards):
+    """This workflow's manifest when training on its own release (so the build runs first)."""
+    return {} if config["train"]["release"] else {"manifest": RELEASE / "manifest.json"}

@@ -12,7 +12,7 @@ rule release:
         manifest=RELEASE / "manifest.json",
         card=RELEASE / "README.md",
     params:
-        settings=as_json(config),
+        settings=as_json(stages.release_settings(config)),
         release=RELEASE,
     log:
         LOGS / "release.log",

@@ -40,3 +40,14 @@ def build_hash(config: dict, dataset: str) -> str:
             "render": render_settings(config),
         }
     )
+
+
+def release_settings(config: dict) -> dict:
+    """Everything but training: changing how to train must not re-finalise the release."""
+    return {k: v for k, v in config.items() if k != "train"}
+
+
+def train_settings(config: dict, phase: str) -> dict:
+    """A training phase's settings: the train section (less the other phase's) and the seed."""
+    other = {"align": "vqa", "vqa": "align"}[phase]
+    return {**{k: v for k, v in config["train"].items() if k != other}, "seed": config["seed"]}

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,12 +26,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..atomic import write_bytes, write_text
-from ..provenance import seeded_int
+from ..provenance import config_hash, seeded_int
 from ..segment import resolve_device
 from . import checkpoint as ckpt
 from .data import ReleaseStream
 from .reader import open_release
-from .samples import check_phase
+from .samples import PHASES, check_phase
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,37 @@ def build_model(settings: dict):
     from .model import LensAligner
 
     return LensAligner(settings)
+
+
+#: Settings that may change between an interrupted run and its resumption (they do not change
+#: what the next step computes): how long to train, how often to save, where.
+RESUMABLE_CHANGES = ("max_steps", "epochs", "checkpoint_every", "keep_checkpoints", "device", "release")
+
+
+def run_identity(settings: dict, phase: str, release: str, init, world_size: int) -> str:
+    """Hash of everything that shapes a run's trajectory; a checkpoint resumes only under the same."""
+    kept = {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES and k not in PHASES}
+    phase_cfg = {k: v for k, v in settings[phase].items() if k not in RESUMABLE_CHANGES}
+    return config_hash({"settings": kept, "phase": phase, "phase_cfg": phase_cfg, "release": str(release),
+                        "init": str(init) if init else None, "world_size": world_size})
+
+
+def _resume_point(out_dir: Path, identity: str, env: "Dist") -> Path | None:
+    """The newest checkpoint of this very run; checkpoints of other settings are set aside."""
+    existing = ckpt.list_checkpoints(out_dir)
+    if not existing:
+        return None
+    theirs = json.loads((existing[-1] / ckpt.STATE_FILE).read_text()).get("identity")
+    if theirs == identity:
+        return existing[-1]
+    if env.main:
+        stale = out_dir / f"{ckpt.CHECKPOINTS}-stale-{theirs}"
+        log.warning("%s: checkpoints were made with other settings; moved to %s, starting afresh", out_dir, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+        os.replace(out_dir / ckpt.CHECKPOINTS, stale)
+    if env.world_size > 1:
+        dist.barrier()
+    return None
 
 
 def _autocast(device: torch.device):
@@ -146,11 +179,12 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
-    state = {"step": 0, "epoch": 0, "batch": 0}
-    existing = ckpt.list_checkpoints(out_dir)
-    if existing:
-        state = ckpt.load_checkpoint(existing[-1], model, optimizer)
-        log.info("resuming %s from %s", phase, existing[-1])
+    identity = run_identity(settings, phase, release, init, env.world_size)
+    state = {"step": 0, "epoch": 0, "batch": 0, "identity": identity}
+    resume = _resume_point(out_dir, identity, env)
+    if resume is not None:
+        state = ckpt.load_checkpoint(resume, model, optimizer)
+        log.info("resuming %s from %s", phase, resume)
     rows = _read_losses(out_dir / "losses.csv", state["step"])
 
     net = model

@@ -30,10 +30,11 @@ def _negatives(logits: torch.Tensor, positives: torch.Tensor | None) -> torch.Te
 
 
 def _dcl_rows(logits: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-    neg = logits.masked_fill(~negatives, float("-inf")).logsumexp(dim=1)
+    """Terms of the rows that have a negative (a row without one would be log(0), and its
+    NaN gradient would leak through the mask, so its entries are neutralised first)."""
     has_neg = negatives.any(dim=1)
-    terms = (neg - logits.diagonal())[has_neg]
-    return terms
+    masked = logits.masked_fill(~negatives, float("-inf")).masked_fill(~has_neg[:, None], 0.0)
+    return (masked.logsumexp(dim=1) - logits.diagonal())[has_neg]
 
 
 def dcl_loss(logits: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
