@@ -9,7 +9,9 @@ contiguous ranges (equal, so that DDP ranks take the same number of steps); the 
 groups in a rank's range are dealt round-robin to its DataLoader workers. Each row group is
 therefore read by one worker of one rank (a row group straddling two ranks' ranges is read by
 both, each using its own rows). Workers shuffle within windows of ``shuffle_units`` row groups
-and yield ready batches, so a batch never waits on another worker's row group.
+and yield ready batches, so a batch never waits on another worker's row group. (Resuming
+mid-epoch, the rest of that one epoch is dealt to workers by batch instead, see
+``worker_batches``.)
 """
 
 from __future__ import annotations
@@ -54,17 +56,14 @@ def rank_pieces(counts: list[int], seed: int, epoch: int, rank: int, world_size:
     return pieces
 
 
-def round_robin_skips(batch_counts: list[int], skip: int) -> list[int]:
-    """How many of each worker's batches come among the first ``skip`` a DataLoader yields:
-    it takes one batch from each worker in turn, passing over workers that are exhausted."""
-    taken = [0] * len(batch_counts)
-    w = 0
-    for _ in range(min(skip, sum(batch_counts))):
-        while taken[w] >= batch_counts[w]:
-            w = (w + 1) % len(batch_counts)
-        taken[w] += 1
-        w = (w + 1) % len(batch_counts)
-    return taken
+def round_robin(lists: list[list]) -> list:
+    """Items in the order a DataLoader yields its workers' batches: one from each worker in
+    turn, passing over workers that are exhausted."""
+    out, k = [], 0
+    while any(k < len(x) for x in lists):
+        out.extend(x[k] for x in lists if k < len(x))
+        k += 1
+    return out
 
 
 class _UnitCache:
@@ -171,11 +170,16 @@ class ReleaseStream(IterableDataset):
         return order
 
     def worker_batches(self, worker: int, num_workers: int) -> list[list[SampleRef]]:
-        orders = [self.worker_order(w, num_workers) for w in range(num_workers)]
-        counts = [-(-len(o) // self.batch_size) for o in orders]
-        skip = round_robin_skips(counts, self.skip_batches)[worker]
-        mine = orders[worker]
-        return [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)][skip:]
+        """This worker's batches. From the start of an epoch, its own row groups; resuming after
+        ``skip_batches``, the rest of the epoch's DataLoader order dealt out again so that a
+        fresh DataLoader (which starts again at worker 0) yields exactly that rest."""
+        def batches(order):
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+        if self.skip_batches == 0:
+            return batches(self.worker_order(worker, num_workers))
+        per_worker = [batches(self.worker_order(w, num_workers)) for w in range(num_workers)]
+        return round_robin(per_worker)[self.skip_batches :][worker::num_workers]
 
     def __iter__(self):
         info = get_worker_info()

@@ -82,11 +82,16 @@ class Release:
 
 def _hub_fs_and_root(location: str):
     """``hf://datasets/org/name[@rev]`` -> (HfFileSystem, "datasets/org/name[@rev]")."""
-    from huggingface_hub import HfFileSystem
+    from huggingface_hub import HfFileSystem, constants
 
     root = location[len(HF_PREFIX) :].rstrip("/")
     if not root.startswith("datasets/") or root.count("/") < 2:
         raise ReleaseError(f"{location}: a Hub release is written hf://datasets/<org>/<name>[@revision]")
+    if constants.HF_HUB_OFFLINE:
+        raise ReleaseError(
+            f"{location}: HF_HUB_OFFLINE is set, so the Hub cannot be reached; unset it, or download the "
+            "release (huggingface-cli download --repo-type dataset ...) and train on the local folder"
+        )
     return HfFileSystem(), root
 
 
@@ -97,7 +102,13 @@ def _list(fs, root: str, pattern: str) -> list[str]:
 
 
 def _exists(fs, path: str) -> bool:
-    return Path(path).is_file() if fs is None else fs.exists(path)
+    if fs is None:
+        return Path(path).is_file()
+    try:  # not fs.exists(), which would also answer False when the network is down
+        fs.info(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def open_release(location: str | os.PathLike, split: str = "train", datasets: list[str] | None = None) -> Release:
@@ -109,12 +120,19 @@ def open_release(location: str | os.PathLike, split: str = "train", datasets: li
         fs, root = None, str(Path(location).expanduser())
         if not Path(root).is_dir():
             raise ReleaseError(f"{location}: release folder not found")
+    return open_release_on(fs, root, split, datasets, location)
+
+
+def open_release_on(fs, root: str, split: str = "train", datasets: list[str] | None = None,
+                    location: str | None = None) -> Release:
+    """``open_release`` on any fsspec filesystem (None: local paths read by pyarrow directly)."""
+    location = location or root
     try:
         if not _exists(fs, f"{root}/{MANIFEST}"):
             raise ReleaseError(
                 f"{location}: no {MANIFEST}, so the release is incomplete (the release stage writes it last)"
             )
-        configs = sorted({Path(f).parent.name for f in _list(fs, root, f"*/*-*-of-*.parquet")})
+        configs = sorted({Path(f).parent.name for f in _list(fs, root, "*/*-*-of-*.parquet")})
         wanted = configs if datasets is None else list(datasets)
         unknown = sorted(set(wanted) - set(configs))
         if unknown:
@@ -122,7 +140,7 @@ def open_release(location: str | os.PathLike, split: str = "train", datasets: li
         files = [f for d in wanted for f in _list(fs, root, f"{d}/{split}-*-of-*.parquet")]
     except ReleaseError:
         raise
-    except Exception as exc:  # network / auth / offline errors of the Hub client
+    except Exception as exc:  # network / auth errors of the Hub client
         raise ReleaseError(f"{location}: cannot list the release ({exc.__class__.__name__}: {exc})") from None
     if not files:
         raise ReleaseError(f"{location}: no '{split}' shards for dataset(s) {wanted}")
