@@ -162,3 +162,10 @@ def test_bad_release_locations_are_named(tmp_path, release_dir):
         open_release("hf://datasets/someone/lenses")
     with pytest.raises(ReleaseError, match="hf://datasets/<org>/<name>"):
         open_release("hf://someone/lenses")
+
+
+def test_config_view_choices_are_the_release_view_columns():
+    from loclens.config import schema
+
+    assert tuple(schema()["properties"]["train"]["properties"]["views"]["items"]["enum"]) == VIEW_COLUMNS
+    assert tuple(schema()["properties"]["train"]["properties"]["views"]["default"]) == VIEW_COLUMNS

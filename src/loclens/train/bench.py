@@ -61,7 +61,11 @@ def train_step_throughput(release, n_steps: int, settings: dict, phase: str = "a
     env = setup_distributed(settings["device"])
     model = (model if model is not None else build_model(settings)).to(env.device).train()
     phase_cfg = settings[phase]
-    batches = list(_batches(settings, release, phase, model, (n_steps + 1) * settings["batch_size"]))
+    size = settings["batch_size"]
+    # Full batches only (an epoch's last batch can be short), so every timed step is comparable.
+    batches = [b for b in _batches(settings, release, phase, model, 4 * (n_steps + 1) * size) if len(b["keys"]) == size]
+    if len(batches) < n_steps + 1:
+        raise ValueError(f"{release}: fewer than {n_steps + 1} full batches of {size} samples")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings["lr"],
                                   weight_decay=settings["weight_decay"])
 

@@ -132,7 +132,7 @@ class ReleaseStream(IterableDataset):
     """Batches of this rank's share of an epoch, split across DataLoader workers by row group.
 
     Use with ``DataLoader(stream, batch_size=None, num_workers=W)``; call ``set_epoch`` before
-    each epoch (``skip_batches`` resumes mid-epoch without reading the skipped row groups).
+    each epoch (``skip_batches`` resumes mid-epoch without decoding the skipped batches).
     """
 
     def __init__(self, release: Release, phase: str, batch_size: int, collate: Callable[[list[dict]], dict],

@@ -90,9 +90,11 @@ def run_identity(settings: dict, phase: str, release: str, init, world_size: int
 def _resume_point(out_dir: Path, identity: str, env: "Dist") -> Path | None:
     """The newest checkpoint of this very run; checkpoints of other settings are set aside."""
     existing = ckpt.list_checkpoints(out_dir)
+    theirs = json.loads((existing[-1] / ckpt.STATE_FILE).read_text()).get("identity") if existing else None
+    if env.world_size > 1:
+        dist.barrier()  # every rank has decided before rank 0 may move the folder
     if not existing:
         return None
-    theirs = json.loads((existing[-1] / ckpt.STATE_FILE).read_text()).get("identity")
     if theirs == identity:
         return existing[-1]
     if env.main:
@@ -230,7 +232,7 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
     if env.world_size > 1:
         dist.barrier()
     return {"phase": phase, "steps": state["step"], "losses": [float(r["loss"]) for r in rows],
-            "rank": env.rank, "world_size": env.world_size}
+            "rank": env.rank, "world_size": env.world_size, "model": model}
 
 
 def _mean_over_ranks(value: float, env: Dist) -> float:
