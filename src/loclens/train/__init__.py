@@ -14,7 +14,11 @@ The public API (stable; evaluation and benchmarks build on it):
 - ``build_model(settings)``, ``load_model(folder, device="cpu")``: a ``LensAligner`` (contrastive)
   or ``GenerativeAdapter``. ``LensAligner.embed_images(list of HxWx3 uint8)`` and
   ``encode_text(list of str)`` give L2-normalised embeddings (original image only, as at inference).
+- ``qa_text(qa)`` / ``align_text(row)``: the exact texts phase 2 / phase 1 train on (rank candidate
+  answers with ``qa_text({"question": q, "answer": a})``).
 - ``dcl_loss``, ``info_nce_loss`` (``losses``); ``reader_throughput``, ``train_step_throughput`` (``bench``).
+- Ablation switches are settings: ``align={"loss": "infonce"}``, ``connector={"pixel_shuffle": False}``,
+  ``views=[...]`` (lens sources; ``[]`` = the original-only baseline).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from .data import ReleaseDataset, ReleaseStream
 from .loop import build_model, train
 from .losses import dcl_loss, info_nce_loss
 from .reader import Release, ReleaseError, open_release
-from .samples import PHASES
+from .samples import PHASES, align_text, qa_text
 
 
 def default_settings(seed: int = 0, **overrides) -> dict:
@@ -44,6 +48,6 @@ def load_model(folder, device: str = "cpu"):
 
 
 __all__ = [
-    "PHASES", "Release", "ReleaseDataset", "ReleaseError", "ReleaseStream", "build_model", "dcl_loss",
-    "default_settings", "info_nce_loss", "load_model", "open_release", "train",
+    "PHASES", "Release", "ReleaseDataset", "ReleaseError", "ReleaseStream", "align_text", "build_model", "dcl_loss",
+    "default_settings", "info_nce_loss", "load_model", "open_release", "qa_text", "train",
 ]

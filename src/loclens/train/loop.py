@@ -194,7 +194,8 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None
         )
-    loader = DataLoader(stream, batch_size=None, num_workers=settings["num_workers"])
+    loader = DataLoader(stream, batch_size=None, num_workers=settings["num_workers"],
+                        pin_memory=env.device.type == "cuda")
     model.train()
     bar = tqdm(total=total, initial=state["step"], desc=f"train {phase}", disable=not (progress and env.main))
     t0 = time.perf_counter()

@@ -70,8 +70,9 @@ def contrastive_loss(name: str, logits: torch.Tensor, positives: torch.Tensor | 
 
 def same_pairs(*ids: list[str]) -> torch.Tensor:
     """(B, B) boolean: pairs that share any of the given id lists (text, image id, ...)."""
-    n = len(ids[0])
-    out = torch.zeros((n, n), dtype=torch.bool)
+    out = torch.zeros((len(ids[0]), len(ids[0])), dtype=torch.bool)
     for values in ids:
-        out |= torch.tensor([[a == b for b in values] for a in values], dtype=torch.bool)
+        codes = {v: i for i, v in enumerate(dict.fromkeys(values))}
+        t = torch.tensor([codes[v] for v in values])
+        out |= t[:, None] == t[None, :]
     return out
