@@ -21,11 +21,8 @@ include: "rules/release.smk"
 include: "rules/download.smk"
 include: "rules/qc.smk"
 include: "rules/publish.smk"
-# Evaluation trains models, so it needs the training stage (rules/train.smk and the train:
-# config section of issue 6); until that is in the workflow, the evaluation rules stay out.
-if "train" in config:
-
-    include: "rules/evaluate.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

@@ -35,6 +35,7 @@ EXPERIMENTS = RESULTS / "experiments"
 EVALUATION = RESULTS / "evaluation"
 # One trained model of the ablation grid: a cell (lens sources, phase-1 loss, pixel shuffle) and a seed.
 RUN = "lens-{lens}/p1-{loss}/shuffle-{shuffle}/seed-{seed}"
+TRAIN = RESULTS / "train"
 DATASETS = sorted(config["datasets"])
 SEGMENTERS = stages.enabled_segmenters(config)
 # Fail at load time on an unknown prompt source, or one whose segmenter is off.
@@ -202,3 +203,11 @@ def experiment_metrics():
     cells = grid.grid_cells(config["evaluate"])
     seeds = config["evaluate"]["seeds"]
     return [EXPERIMENTS / RUN.format(**c.wildcards, seed=s) / "metrics.json" for c in cells for s in seeds]
+def train_release():
+    """The release training reads: train.release, else this workflow's own."""
+    return config["train"]["release"] or str(RELEASE)
+
+
+def train_release_input(wildcards):
+    """This workflow's manifest when training on its own release (so the build runs first)."""
+    return {} if config["train"]["release"] else {"manifest": RELEASE / "manifest.json"}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -159,3 +160,31 @@ def small_release(tmp_path_factory) -> BuiltRelease:
 def copy_release(built: BuiltRelease, dst: Path) -> Path:
     shutil.copytree(built.release, dst)
     return dst
+@pytest.fixture(scope="session")
+def train_release(tmp_path_factory, vqa_rad_root) -> Path:
+    """A small real VQA-RAD release built by the real workflow (LiteMedSAM lens views): 5 images,
+    2 rows per shard, so the train split has several shards (row-group units) and several QA
+    per image. Returns the workflow's working directory; the release is in results/release."""
+    workdir = tmp_path_factory.mktemp("train_release")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["datasets"] = {"vqa_rad": {"path": str(vqa_rad_root)}}
+    config["limit_images"] = 5
+    config["release"]["rows_per_shard"] = 2
+    config["segment"]["images_per_shard"] = 5
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "--cores", "2")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    from tiny_models import tiny_vit
+
+    return tiny_vit(tmp_path_factory.mktemp("tiny_vit"))
+
+
+@pytest.fixture(scope="session")
+def tiny_idefics3(tmp_path_factory) -> Path:
+    from tiny_models import tiny_idefics3
+
+    return tiny_idefics3(tmp_path_factory.mktemp("tiny_idefics3"))

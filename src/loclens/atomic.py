@@ -58,6 +58,28 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``final``; on success it replaces ``final`` whole
+    (a checkpoint is either all there or absent)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            old = final.with_name(f".old-{final.name}.{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def write_bytes(final: str | os.PathLike, data: bytes) -> None:
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)

@@ -197,6 +197,48 @@ def cmd_tables(args) -> int:
 
     paths = make_tables(args.metrics, args.settings, args.out)
     print("\n".join(sorted(paths.values())))
+def _train_settings(args) -> dict:
+    """``--config`` file's train section, then ``--settings`` JSON, then flags; defaults filled."""
+    from .config import load, validate
+
+    settings: dict = {}
+    if args.config:
+        config = load(args.config)
+        settings = {**config["train"], "seed": config["seed"]}
+    settings.update(args.settings or {})
+    if args.max_steps:
+        settings.setdefault(args.phase, {})
+        settings[args.phase] = {**settings[args.phase], "max_steps": args.max_steps}
+    seed = settings.pop("seed", 0)
+    config = validate({"datasets": {"sample": {}}, "seed": seed, "train": settings}, source="train settings")
+    return {**config["train"], "seed": seed}
+
+
+def cmd_train(args) -> int:
+    import os
+    import subprocess
+
+    settings = _train_settings(args)
+    nproc = args.nproc_per_node or settings["nproc_per_node"]
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        # Relaunch this very command under torchrun, one process per GPU (or CPU slot).
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "loclens.cli", *sys.argv[1:]]
+        return subprocess.call(cmd)
+    from .train import ReleaseError, train
+
+    release = args.release or settings["release"]
+    if not release:
+        raise SystemExit("loclens train: --release (or train.release in the config) is required")
+    try:
+        result = train(settings, args.phase, release, args.out, init=args.init)
+    except ReleaseError as exc:
+        print(f"loclens train: error: {exc}", file=sys.stderr)
+        return 2
+    if result["rank"] == 0:
+        losses = result["losses"]
+        print(json.dumps({"phase": args.phase, "steps": result["steps"], "first_loss": losses[0] if losses else None,
+                          "last_loss": losses[-1] if losses else None, "out": str(args.out)}))
     return 0
 
 
@@ -305,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", type=_json_arg, required=True, help="the evaluate config section (JSON)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_tables)
+    p = sub.add_parser("train", help="train one phase (align, then vqa) on a release")
+    p.add_argument("--phase", required=True, choices=["align", "vqa"])
+    p.add_argument("--release", help="release folder or hf://datasets/<org>/<name>[@rev] (default: train.release)")
+    p.add_argument("--out", required=True, help="output folder (final/, checkpoints/, losses.csv, losses.png)")
+    p.add_argument("--init", help="model folder to start from (phase vqa: the align phase's final/)")
+    p.add_argument("--config", help="a loclens config.yaml; its train: section and seed are used")
+    p.add_argument("--settings", type=_json_arg, help="train settings (JSON), over --config")
+    p.add_argument("--max-steps", type=int, help="cap on optimizer steps of this phase")
+    p.add_argument("--nproc-per-node", type=int, help="processes (GPUs) on this node; > 1 runs torchrun")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -59,9 +59,10 @@ def render_settings(config: dict) -> dict:
     return config["render"]
 
 
-#: Config sections that do not shape the release (QC pictures, where to publish): changing them
-#: must not rebuild it.
-NOT_RELEASE_KEYS = ("qc", "publish")
+#: Config sections that do not shape the release (QC pictures, where to publish, how models are
+#: trained or evaluated): changing them must not re-finalise it (which would retrain everything
+#: downstream).
+NOT_RELEASE_KEYS = ("qc", "publish", "train", "evaluate")
 
 
 def release_settings(config: dict) -> dict:
@@ -80,15 +81,6 @@ def build_hash(config: dict, dataset: str) -> str:
     )
 
 
-#: Config sections that never shape the release: changing how models are trained or evaluated
-#: must not re-finalise it (which would retrain everything downstream).
-NOT_RELEASE = ("train", "evaluate")
-
-
-def release_settings(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in NOT_RELEASE}
-
-
 def experiment_train_settings(config: dict, phase: str, cell, seed: int) -> dict:
     """A training phase's settings for one cell and training seed of the ablation grid (the
     release, built with the global seed, is shared by every cell and seed)."""
@@ -104,3 +96,9 @@ EVALUATE_RUN_KEYS = ("split", "candidates_split", "top_k", "predictions_format")
 
 def evaluate_run_settings(config: dict) -> dict:
     return {k: config["evaluate"][k] for k in EVALUATE_RUN_KEYS}
+
+
+def train_settings(config: dict, phase: str) -> dict:
+    """A training phase's settings: the train section (less the other phase's) and the seed."""
+    other = {"align": "vqa", "vqa": "align"}[phase]
+    return {**{k: v for k, v in config["train"].items() if k != other}, "seed": config["seed"]}

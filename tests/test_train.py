@@ -1,0 +1,132 @@
+"""Training both phases on a real VQA-RAD release on CPU: the loss falls, checkpoints resume
+exactly, the generative adapter trains, and the workflow's `train` target runs the two rules."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from loclens.train import default_settings, load_model, train
+from loclens.train.checkpoint import list_checkpoints
+from conftest import run_snakemake
+
+
+@pytest.fixture(scope="module")
+def release(train_release):
+    return str(train_release / "results" / "release")
+
+
+def vit_settings(tiny_vit, **overrides):
+    return default_settings(vision={"backend": "hf", "path": str(tiny_vit)}, connector={"factor": 2},
+                            device="cpu", **overrides)
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def test_both_phases_lower_their_loss(release, tiny_vit, tmp_path):
+    # Phase 1: 5 train images, batch 4 -> one step per epoch, so 10 epochs overfit a tiny batch
+    # (4 of the 5 images, with two freshly drawn lens views every epoch).
+    settings = vit_settings(tiny_vit, align={"epochs": 10})
+    align = train(settings, "align", release, tmp_path / "align", progress=False)
+    assert align["steps"] == 10
+    first, last = mean(align["losses"][:2]), mean(align["losses"][-2:])
+    assert last < first - 0.5, align["losses"]
+
+    # Phase 2 starts from phase 1's model: 34 questions, batch 4 -> 8 steps per epoch.
+    vqa = train(settings | {"vqa": settings["vqa"] | {"epochs": 3}}, "vqa", release, tmp_path / "vqa",
+                init=tmp_path / "align" / "final", progress=False)
+    assert vqa["steps"] == 24
+    # Each epoch covers the same 32 questions (in other batches): compare whole epochs.
+    first, last = mean(vqa["losses"][:8]), mean(vqa["losses"][16:])
+    assert last < first - 0.3, vqa["losses"]
+
+    for phase, result in (("align", align), ("vqa", vqa)):
+        out = tmp_path / phase
+        with open(out / "losses.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        assert [int(r["step"]) for r in rows] == list(range(1, result["steps"] + 1))
+        assert (out / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        weights = load_file(str(out / "final" / "model.safetensors"))
+        assert weights and not any(k.startswith(("vision.", "text.")) for k in weights)  # frozen towers
+        config = json.loads((out / "final" / "config.json").read_text())
+        assert config["model"]["vision"]["backend"] == "hf" and config["settings"][phase]["loss"] == settings[phase]["loss"]
+    model = load_model(tmp_path / "vqa" / "final")
+    assert model.encode_text(["question: is this the liver? answer: yes"]).shape == (1, 256)
+
+
+def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tmp_path):
+    # Phase 2 has 8 steps per epoch: stopping at step 3 resumes in the middle of an epoch.
+    def settings(max_steps, **kw):
+        return vit_settings(tiny_vit, checkpoint_every=1, keep_checkpoints=2,
+                            vqa={"loss": "infonce", "max_steps": max_steps, "epochs": 2}, **kw)
+
+    whole = train(settings(5), "vqa", release, tmp_path / "whole", progress=False)
+    first = train(settings(3), "vqa", release, tmp_path / "split", progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "split")] == ["step-00000002", "step-00000003"]
+    assert first["losses"] == whole["losses"][:3]
+    resumed = train(settings(5), "vqa", release, tmp_path / "split", progress=False)
+    assert resumed["losses"] == whole["losses"]  # steps 4 and 5 identical to the uninterrupted run
+    files = {p.name for p in list_checkpoints(tmp_path / "split")[-1].iterdir()}
+    assert files == {"model.safetensors", "config.json", "optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
+
+    # Other settings do not resume from these checkpoints: they are set aside, training restarts.
+    other = train(settings(2, lr=5e-4), "vqa", release, tmp_path / "split", progress=False)
+    assert other["steps"] == 2 and other["losses"][0] == whole["losses"][0] and other["losses"][1] != whole["losses"][1]
+    assert any(p.name.startswith("checkpoints-stale-") for p in (tmp_path / "split").iterdir())
+
+
+def test_generative_adapter_lowers_lm_plus_contrastive_loss(release, tiny_idefics3, tmp_path):
+    settings = default_settings(model="generative", generative={"path": str(tiny_idefics3)}, device="cpu", lr=3e-3,
+                                align={"epochs": 6})
+    result = train(settings, "align", release, tmp_path / "align", progress=False)
+    assert result["steps"] == 6 and result["losses"][-1] < result["losses"][0] - 0.2, result["losses"]
+    weights = load_file(str(tmp_path / "align" / "final" / "model.safetensors"))
+    assert "model.lm_head.weight" in weights and "model.model.connector.modality_projection.proj.weight" in weights
+    assert not any(k.startswith("model.model.vision_model.") for k in weights)  # frozen vision
+    vqa = train(settings | {"vqa": settings["vqa"] | {"max_steps": 2}}, "vqa", release, tmp_path / "vqa",
+                init=tmp_path / "align" / "final", progress=False)
+    assert vqa["steps"] == 2 and all(x == x for x in vqa["losses"])
+    assert load_model(tmp_path / "vqa" / "final").kind == "generative"
+
+
+def test_cli_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
+    import subprocess
+    import sys
+
+    from loclens import cli
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    argv = ["train", "--phase", "align", "--release", str(tmp_path), "--out", str(tmp_path / "o"), "--nproc-per-node", "2"]
+    monkeypatch.setattr(sys, "argv", ["loclens", *argv])
+    assert cli.main(argv) == 0
+    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                      "-m", "loclens.cli", *argv]]
+
+
+@pytest.mark.slow
+def test_workflow_train_target_runs_align_then_vqa(train_release, tiny_vit):
+    config = yaml.safe_load((train_release / "config.yaml").read_text())
+    config["train"] = {"vision": {"backend": "hf", "path": str(tiny_vit)}, "connector": {"factor": 2}, "device": "cpu",
+                       "align": {"epochs": 2}, "vqa": {"max_steps": 2}}
+    cfg = train_release / "config_train.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    run = run_snakemake(train_release, "--configfile", str(cfg), "--cores", "2", "train")
+    table = (run.stdout + run.stderr).split("Job stats:", 1)[1]
+    jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    assert jobs == {"train_align": 1, "train_vqa": 1, "train": 1}  # the release is not rebuilt
+    out = train_release / "results" / "train"
+    for phase in ("align", "vqa"):
+        with open(out / phase / "losses.csv") as fh:
+            assert len(list(csv.DictReader(fh))) == 2
+    assert load_model(out / "vqa" / "final").settings["vision"]["path"] == str(tiny_vit)
+    again = run_snakemake(train_release, "--configfile", str(cfg), "--cores", "2", "-n", "train")
+    assert "Nothing to be done" in again.stdout + again.stderr
