@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 from skimage.filters import gaussian, threshold_multiotsu
-from skimage.measure import label, regionprops
+from skimage.measure import label
 
 
 #: A box spanning at least this fraction of both image sides counts as a whole-image box.
@@ -39,6 +39,17 @@ class Prompt:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in original pixels
     label: str
     source: str
+
+
+def _components(mask: np.ndarray):
+    """(area, (y0, x0, y1, x1)) of each 8-connected component in label order, as regionprops
+    gives them, from one bincount and one find_objects pass (regionprops sums each region
+    separately: half of this prompt source's time on images with hundreds of specks)."""
+    labels = label(mask, connectivity=2)
+    areas = np.bincount(labels.ravel())
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is not None:
+            yield int(areas[k]), (box[0].start, box[1].start, box[0].stop, box[1].stop)
 
 
 def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> list[Prompt]:
@@ -58,11 +69,10 @@ def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> l
     lo, hi = cfg["min_area_fraction"] * total, cfg["max_area_fraction"] * total
     candidates = []
     for kind, mask in (("bright", bright), ("dark", holes), ("body", body)):
-        for region in regionprops(label(mask, connectivity=2)):
-            y0, x0, y1, x1 = region.bbox
+        for area, (y0, x0, y1, x1) in _components(mask):
             whole = (x1 - x0) >= WHOLE_IMAGE * gray.shape[1] and (y1 - y0) >= WHOLE_IMAGE * gray.shape[0]
-            if lo <= region.area <= hi and not whole:
-                candidates.append((region.area, kind, (float(x0), float(y0), float(x1), float(y1))))
+            if lo <= area <= hi and not whole:
+                candidates.append((area, kind, (float(x0), float(y0), float(x1), float(y1))))
     candidates.sort(key=lambda c: (-c[0], c[1], c[2]))
     return [
         Prompt(box=box, label=f"otsu-{kind}-{rank}", source="otsu")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -19,14 +22,37 @@ from ..schema import MASKS_CACHE_SCHEMA
 from . import build_segmenter, resolve_device, rle
 from .prompts import Prompt, prompt_context, prompts_for
 
-#: Images sent through the encoder together.
-ENCODER_BATCH = 4
 #: Segmenters see images at most this many pixels per side (SAM and MedSAM work at 1024,
 #: LiteMedSAM at 256): larger images are reduced while being read, prompts and masks are made
 #: at that size, and masks are scaled back to the image's size in RLE form. So the memory of a
 #: segmentation job does not grow with the image (a 6000x5000 scan costs what a 1024 one does),
 #: and images up to this size are processed exactly as read.
 WORK_MAX_SIDE = 1024
+#: Images sent through the encoder together, by device type. On a CPU a larger batch is no
+#: faster per image (measured by ``loclens bench``, see BENCHMARKS.md) and only holds more
+#: decoded images; a GPU needs batches to fill it.
+ENCODER_BATCH = {"cpu": 1, "cuda": 16}
+#: Threads that decode images and compute their prompts ahead of the model, so that the model
+#: never waits for the CPU work of the next images (one core is left to the model).
+LOADER_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def encoder_batch(device) -> int:
+    return ENCODER_BATCH.get(getattr(device, "type", str(device).split(":")[0]), 1)
+
+
+def prefetched(fn: Callable, items: Iterable, workers: int, ahead: int) -> Iterator:
+    """``fn(item)`` for each item, in order, computed by ``workers`` threads at most ``ahead``
+    items in advance: a bounded number of results (decoded images) is ever held."""
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque(pool.submit(fn, item) for _, item in zip(range(max(1, ahead)), items))
+        while pending:
+            result = pending.popleft().result()
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                break
+            yield result
 
 
 def mask_entries(
@@ -59,33 +85,33 @@ def mask_entries(
     return entries
 
 
-def _load(row: dict) -> np.ndarray:
-    return load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE)
+def _load_with_prompts(row: dict, prompt_cfg: dict) -> tuple[np.ndarray, list[Prompt]]:
+    image = load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE)
+    context = prompt_context(row, image.shape[:2])
+    return image, prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=context)
 
 
 def segment_images(segmenter, rows: list[dict], prompt_cfg: dict, progress: bool = True) -> list[dict]:
-    """Masks for each image row; images are decoded in a thread while the model works."""
+    """Masks for each image row. Images are decoded and prompted by loader threads while the
+    model works on earlier ones; at most a few batches of decoded images are held."""
     out = []
-    batches = [rows[i : i + ENCODER_BATCH] for i in range(0, len(rows), ENCODER_BATCH)]
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(
-        total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress
-    ) as bar:
-        pending = pool.submit(lambda b: [_load(r) for r in b], batches[0]) if batches else None
-        for k, batch in enumerate(batches):
-            images = pending.result()
-            if k + 1 < len(batches):
-                pending = pool.submit(lambda b: [_load(r) for r in b], batches[k + 1])
+    batch = encoder_batch(segmenter.device)
+    loaded = prefetched(lambda r: _load_with_prompts(r, prompt_cfg), rows, LOADER_THREADS, batch + LOADER_THREADS)
+    with tqdm(total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress) as bar:
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            images, prompts = zip(*[next(loaded) for _ in chunk])
             enc0 = segmenter.timings["encoder"]
-            encoded = segmenter.encode(images)
+            encoded = segmenter.encode(list(images))
             enc_each = (segmenter.timings["encoder"] - enc0) / len(images)
-            for row, image, enc in zip(batch, images, encoded):
-                prompts = prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=prompt_context(row, image.shape[:2]))
+            for row, image_prompts, enc in zip(chunk, prompts, encoded):
                 d0 = segmenter.timings["decoder"]
-                masks, scores = segmenter.decode(enc, np.array([p.box for p in prompts], dtype=np.float32))
+                boxes = np.array([p.box for p in image_prompts], dtype=np.float32).reshape(-1, 4)
+                masks, scores = segmenter.decode(enc, boxes)
                 out.append(
                     {
                         "image_id": row["image_id"],
-                        "masks": mask_entries(segmenter, masks, scores, prompts, (row["height"], row["width"])),
+                        "masks": mask_entries(segmenter, masks, scores, image_prompts, (row["height"], row["width"])),
                         "encoder_seconds": enc_each,
                         "decoder_seconds": segmenter.timings["decoder"] - d0,
                     }
