@@ -111,7 +111,11 @@ def cmd_bench(args) -> int:
     from .config import ConfigError
 
     if args.export_subset:
-        names = make_subset(args.vqa_rad, args.export_subset, args.n_images)
+        try:
+            names = make_subset(args.vqa_rad, args.export_subset, args.n_images)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"loclens bench: error: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote {len(names)} VQA-RAD images and their QA records to {args.export_subset}")
         return 0
     config = None
@@ -131,13 +135,18 @@ def cmd_bench(args) -> int:
         config=config,
         max_prompts=args.max_prompts,
         repeats=args.repeats,
+        box_images=args.box_images,
         scale_images=args.scale_images or [],
         scale_sides=args.scale_sides or [],
         workdir=Path(args.workdir) if args.workdir else None,
         keep=bool(args.workdir),
         quiet=args.quiet,
     )
-    report = run_bench(opts)
+    try:
+        report = run_bench(opts)
+    except (ValueError, FileNotFoundError) as exc:  # bad --segmenters, --vqa-rad, --n-images
+        print(f"loclens bench: error: {exc}", file=sys.stderr)
+        return 2
     print(format_report(report), end="")
     if args.json:
         from .atomic import write_json
@@ -213,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a loclens config.yaml whose segment/render/release settings to use")
     p.add_argument("--max-prompts", type=int, help="override segment.medsam.max_prompts")
     p.add_argument("--repeats", type=int, default=3, help="rounds of the micro-benchmarks (best is kept)")
+    p.add_argument("--box-images", type=int, default=4, help="images of the box-decoding micro-benchmark")
     p.add_argument("--scale-images", type=_int_list, help="e.g. 8,32,64: cost and peak memory vs number of images")
     p.add_argument("--scale-sides", type=_int_list, help="e.g. 256,512,1024,2048: cost vs longest image side")
     p.add_argument("--workdir", help="keep the bench files here (default: a temporary folder, removed)")

@@ -131,7 +131,7 @@ def _stage_rows(stages: dict) -> list[list]:
             rows.append([key, 1 / f["render_s_per_row"], f["render_s_per_row"], f"render {num(f['render_mpix_per_s'])} Mpix/s; stage {num(f['s_per_row'])} s/row incl. Parquet"])
             rows.append(["parquet write (render stage)", "", "", f"{num(f['write_mb_per_s'])} MB/s, {num(f['release_mb'])} MB"])
         elif kind == "parquet":
-            rows.append(["parquet write / read", "", "", f"write {num(f['write_mb_per_s'])} MB/s, read {num(f['read_mb_per_s'])} MB/s (largest shard, best of rounds)"])
+            rows.append(["parquet write / read", "", "", f"write {num(f['write_mb_per_s'])} MB/s, read {num(f['read_mb_per_s'])} MB/s (release writer: streamed, atomic; largest shard, best of rounds)"])
         elif kind == "train":
             if f.get("available"):
                 rows.append(["train reader", f.get("samples_per_s"), "", "samples/s"])

@@ -21,6 +21,10 @@ from .data import make_subset
 from .report import derive
 
 
+#: Folders a bench run writes in its work folder (see stages.py).
+OWN_FOLDERS = ("data", "ingest", "segment", "release", "naive", "parquet", "specs")
+
+
 @dataclass
 class BenchOptions:
     vqa_rad: Path
@@ -33,6 +37,8 @@ class BenchOptions:
     config: dict | None = None
     max_prompts: int | None = None
     repeats: int = 3
+    #: Images of the box-decoding micro-benchmark.
+    box_images: int = 4
     #: Numbers of images for the "cost vs number of images" table (empty: skip it).
     scale_images: list[int] = field(default_factory=list)
     #: Longest image sides for the "cost vs image size" table (empty: skip it).
@@ -129,7 +135,7 @@ def machine(device: str) -> dict:
 
 
 def _segment_spec(config: dict, opts: BenchOptions, variant: dict, stage: str) -> dict:
-    return {"stage": stage, "config": config, "device": opts.device, "repeats": opts.repeats, **variant}
+    return {"stage": stage, "config": config, "device": opts.device, "repeats": opts.repeats, "box_images": opts.box_images, **variant}
 
 
 def build_stages(opts: BenchOptions, work: Path, config: dict, variants: list[dict], full: bool) -> dict:
@@ -187,6 +193,8 @@ def run_bench(opts: BenchOptions) -> dict:
     opts.device = resolve_device(opts.device)
     work = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix="loclens-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    for old in [*(work / d for d in OWN_FOLDERS), *work.glob("scale-*")]:
+        shutil.rmtree(old, ignore_errors=True)  # results of an earlier run must not leak into this one
     try:
         variants = segmenter_variants(opts.segmenters)
         names = make_subset(opts.vqa_rad, work / "data", opts.n_images)

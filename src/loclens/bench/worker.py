@@ -3,7 +3,7 @@
     python -m loclens.bench.worker SPEC.json RESULT.json
 
 Memory of the stage: ``peak_rss_mb`` is the process's peak resident set (imports, model and
-data included: what a workflow job of this stage needs); ``base_rss_mb`` the resident set after
+data included: what a workflow job of this stage needs; VmHWM on Linux); ``base_rss_mb`` the resident set after
 the imports, before the stage ran; ``tracemalloc_peak_mb`` the peak of Python and NumPy
 allocations during the stage; ``arrow_peak_mb`` the peak of Arrow's memory pool;
 ``cuda_peak_mb`` the peak of torch's CUDA allocator, when CUDA was used.
@@ -26,8 +26,16 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux (bytes on macOS).
-    scale = 1 if sys.platform == "darwin" else 1024
+    """The peak resident set of this process. On Linux ru_maxrss keeps the parent's peak across
+    fork and exec (a stage started by a 1.5 GB parent would report 1.5 GB), so the high-water
+    mark of this process's own address space (VmHWM) is read instead."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 

@@ -41,6 +41,30 @@ class Prompt:
     source: str
 
 
+def _grey(image: np.ndarray) -> np.ndarray:
+    """The channel mean in float64, as ``image.mean(axis=2)`` gives it (sums of 8-bit values are
+    exact in float64, so the order of additions does not matter) at a quarter of its cost."""
+    if image.ndim == 2:
+        return image.astype(np.float64)
+    grey = image[..., 0].astype(np.float64)
+    for c in range(1, image.shape[2]):
+        grey += image[..., c]
+    grey /= image.shape[2]
+    return grey
+
+
+def _enclosed(background: np.ndarray) -> np.ndarray:
+    """The background pixels that no 4-connected background path links to the image border:
+    ``binary_fill_holes(~background) & background``, from one labelling instead of a dilation
+    repeated until it converges (3x faster on VQA-RAD images)."""
+    regions, n = ndimage.label(background)  # 4-connectivity, as binary_fill_holes uses
+    edges = np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]])
+    inside = np.ones(n + 1, dtype=bool)
+    inside[0] = False  # label 0: not background
+    inside[edges] = False  # regions that touch the border
+    return inside[regions]
+
+
 def _components(mask: np.ndarray):
     """(area, (y0, x0, y1, x1)) of each 8-connected component in label order, as regionprops
     gives them, from one bincount and one find_objects pass (regionprops sums each region
@@ -53,7 +77,7 @@ def _components(mask: np.ndarray):
 
 
 def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> list[Prompt]:
-    gray = image.mean(axis=2) if image.ndim == 3 else image.astype(np.float64)
+    gray = _grey(image)
     gray = gaussian(gray, sigma=1.0, preserve_range=True)
     if np.unique(gray[:: max(1, gray.shape[0] // 64), :: max(1, gray.shape[1] // 64)]).size < 3:
         return []  # a (nearly) constant image has no structure to prompt
@@ -64,7 +88,7 @@ def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> l
     body = gray > t_body
     bright = gray > t_bright
     # Dark regions fully enclosed by the body: holes of the filled body mask.
-    holes = ndimage.binary_fill_holes(body) & ~body
+    holes = _enclosed(~body)
     total = gray.size
     lo, hi = cfg["min_area_fraction"] * total, cfg["max_area_fraction"] * total
     candidates = []
