@@ -4,18 +4,23 @@
 #
 #   1. Here, where ../shared/datasets/vqa_rad and PyPI are reachable (once):
 #        bash benchmarks/gpu_bench.sh prepare
-#      copies the first N images and their QA records into bench_data/ and downloads the wheels
+#      copies the first 64 images and their QA records into bench_data/ and downloads the wheels
 #      the GPU image lacks into .whl/ (both folders are ignored by git).
 #   2. On the GPU machine (the device tool, with carry: [".whl", "bench_data"]):
 #        bash benchmarks/gpu_bench.sh run
-#      prints the table; writes bench.txt and bench.json to $OUT (or bench_data/out).
+#      prints the table; writes bench.txt and bench.json to $OUT (or bench_data/out). About 5 to
+#      10 minutes on an H100 (most of it the CPU side and process starts); SCALE="" halves it.
 #
 # Try it on the CPU first (seconds to minutes):
-#   N=2 EXTRA="--max-prompts 2 --repeats 1 --box-images 1" bash benchmarks/gpu_bench.sh prepare run
+#   N=2 MAX_N=2 SCALE="" EXTRA="--max-prompts 2 --repeats 1 --box-images 1" bash benchmarks/gpu_bench.sh prepare run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N="${N:-32}"
+N="${N:-32}"       # images of the main run (pipeline vs naive mode)
+MAX_N="${MAX_N:-64}"  # images copied by `prepare`: the largest scaling run
+# How cost and peak memory grow with the number of images and with the image size; SCALE=""
+# skips these runs.
+DEFAULT_SCALE="--scale-images 8,32,$MAX_N --scale-sides 256,1024,2048"
 DATA="bench_data/vqa_rad"
 SITE="/tmp/loclens-site"
 # What loclens needs beyond the GPU image's packages (torch, pyarrow, scikit-image, timm, ...).
@@ -26,7 +31,7 @@ WHEELS=(
 )
 
 prepare() {
-  PYTHONPATH="$PWD/src" python3 -m loclens.cli bench --export-subset "$DATA" --n-images "$N"
+  PYTHONPATH="$PWD/src" python3 -m loclens.cli bench --export-subset "$DATA" --n-images "$(( N > MAX_N ? N : MAX_N ))"
   mkdir -p .whl
   # The GPU image runs CPython 3.12 on x86-64.
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -47,7 +52,7 @@ run() {
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   # shellcheck disable=SC2086  # EXTRA holds several options
   python3 -m loclens.cli bench --vqa-rad "$DATA" --n-images "$N" --naive --device auto \
-    --workdir "/tmp/loclens-bench" --json "$out/bench.json" ${EXTRA:-} | tee "$out/bench.txt"
+    --workdir "/tmp/loclens-bench" --json "$out/bench.json" ${SCALE-$DEFAULT_SCALE} ${EXTRA:-} | tee "$out/bench.txt"
 }
 
 [ $# -gt 0 ] || { echo "usage: $0 prepare|run ..." >&2; exit 2; }

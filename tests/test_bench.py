@@ -47,7 +47,7 @@ def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
     _, report, _ = bench
     stages = report["stages"]
     expected = {"ingest", "segment medsam/litemedsam", "boxes medsam/litemedsam", "naive medsam/litemedsam",
-                "render", "parquet", "train"}
+                "render", "release", "parquet", "train"}
     assert expected <= set(stages), sorted(stages)
     for key, result in stages.items():
         assert "error" not in result, (key, result)

@@ -139,7 +139,7 @@ def _segment_spec(config: dict, opts: BenchOptions, variant: dict, stage: str) -
 
 
 def build_stages(opts: BenchOptions, work: Path, config: dict, variants: list[dict], full: bool) -> dict:
-    """ingest -> segment (every variant) -> render -> parquet, each in its own process;
+    """ingest -> segment (every variant) -> render -> release, each in its own process;
     ``full`` adds the box micro-benchmark, the naive mode, the Parquet variants and the
     training reader (the scaling runs need only the build itself)."""
     results = {"ingest": run_stage(opts, work, "ingest", {"stage": "ingest", "config": config})}
@@ -159,9 +159,10 @@ def build_stages(opts: BenchOptions, work: Path, config: dict, variants: list[di
     if not caches:
         return results
     results["render"] = run_stage(opts, work, "render", {"stage": "render", "config": config, "caches": caches})
+    results["release"] = run_stage(opts, work, "release", {"stage": "release", "config": config, "caches": caches})
     if full:
         results["parquet"] = run_stage(opts, work, "parquet", {"stage": "parquet", "repeats": opts.repeats})
-        results["train"] = run_stage(opts, work, "train", {"stage": "train"})
+        results["train"] = run_stage(opts, work, "train", {"stage": "train", "config": config})
     return results
 
 
