@@ -167,30 +167,34 @@ def _memory_rows(stages: dict) -> list[list]:
     return rows
 
 
+def _detail(f: dict) -> str:
+    if "render_mpix_per_s" in f:
+        return f"render {num(f['render_mpix_per_s'])} Mpix/s"
+    if "encoder_s_per_image" in f:
+        return f"encoder {num(f['encoder_s_per_image'])} decoder {num(f['decoder_s_per_image'])} other {num(f['other_s_per_image'])}"
+    return ""
+
+
+def _scale_rows(runs: list[dict], by: str) -> list[list]:
+    rows = []
+    for run in runs:
+        for key, r in run["stages"].items():
+            if ok(r):
+                f, m = r["figures"], r["memory"]
+                n = f.get("images") or f.get("rows")
+                rows.append([str(run[by]), key, f["seconds"] / n, m["peak_rss_mb"], m["tracemalloc_peak_mb"], _detail(f)])
+    return rows
+
+
 def _scaling_text(scaling: dict) -> list[str]:
     out = []
+    headers = ["stage", "s/image (row)", "peak RSS MB", "traced peak MB", "detail"]
     if scaling.get("images"):
-        rows = []
-        for run in scaling["images"]:
-            for key, r in run["stages"].items():
-                if ok(r):
-                    f, m = r["figures"], r["memory"]
-                    n = f.get("images") or f.get("rows")
-                    rows.append([str(run["n_images"]), key, f["seconds"] / n, m["peak_rss_mb"], m["tracemalloc_peak_mb"], m["arrow_peak_mb"]])
         out += ["", "cost vs number of images (one segment shard and one release shard per split hold them all):",
-                table(["images", "stage", "s/image", "peak RSS MB", "traced peak MB", "arrow peak MB"], rows)]
+                table(["images"] + headers, _scale_rows(scaling["images"], "n_images"))]
     if scaling.get("image_size"):
-        rows = []
-        for run in scaling["image_size"]:
-            for key, r in run["stages"].items():
-                if ok(r):
-                    f, m = r["figures"], r["memory"]
-                    n = f.get("images") or f.get("rows")
-                    extra = f"render {num(f['render_mpix_per_s'])} Mpix/s" if "render_mpix_per_s" in f else (
-                        f"enc {num(f['encoder_s_per_image'])} dec {num(f['decoder_s_per_image'])} other {num(f['other_s_per_image'])}" if "encoder_s_per_image" in f else "")
-                    rows.append([str(run["max_side"]), key, f["seconds"] / n, m["peak_rss_mb"], extra])
         out += ["", f"cost vs image size ({scaling['image_size'][0]['n_images']} images resized to the longest side):",
-                table(["longest side px", "stage", "s/image", "peak RSS MB", "detail"], rows)]
+                table(["longest side px"] + headers, _scale_rows(scaling["image_size"], "max_side"))]
     return out
 
 
