@@ -115,9 +115,13 @@ def decode_masks(entries: list[dict], shape: tuple[int, int]) -> list[np.ndarray
     return out
 
 
-def render_blends(image: np.ndarray, labels: np.ndarray, alpha: float, cfg: dict) -> dict[str, np.ndarray]:
-    """The blended views from a ``label_map`` (computed once per image and segmenter, and
-    reused for the masked view)."""
+def render_blends(image: np.ndarray, masks: list[np.ndarray], alpha: float, cfg: dict) -> dict[str, np.ndarray]:
+    return blend_views(image, label_map(masks), alpha, cfg)
+
+
+def blend_views(image: np.ndarray, labels: np.ndarray, alpha: float, cfg: dict) -> dict[str, np.ndarray]:
+    """The blended views from a ``label_map`` (the renderer computes it once per image and mask
+    source, and reuses it for the masked view)."""
     return {
         "unicolor": unicolor(image, labels, alpha, cfg["unicolor"], cfg["outside"]),
         "multicolor": multicolor(image, labels, alpha, cfg["palette"], cfg["outside"]),

@@ -22,24 +22,35 @@ from PIL import Image
 
 from ..atomic import write_bytes
 from ..imageio import load_rgb, read_bytes
-from ..lens import draw_alpha, label_map, masked, png_bytes, render_blends
+from ..lens import blend_views, draw_alpha, label_map, masked, png_bytes
 from ..segment import build_segmenter, resolve_device, rle
-from ..segment.prompts import prompts_for
+from ..segment.run import load_with_prompts
 from .stages import plan_and_records, segmenter_cfg, stage, sync, unique_rows, work
 
 
-def naive_masks(segmenter, image: np.ndarray, cfg: dict) -> list[np.ndarray]:
-    """The image's non-empty masks, one encoder pass per prompt and one prompt per decoder call."""
+def full_size(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A mask made on the reduced working image, at the image's size (the nearest-neighbour
+    mapping of ``rle.encode_resized``)."""
+    h, w = mask.shape
+    if (h, w) == (height, width):
+        return mask
+    return mask[(np.arange(height) * h) // height][:, (np.arange(width) * w) // width]
+
+
+def naive_masks(segmenter, row: dict, cfg: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The image and its non-empty full-size masks, one encoder pass per prompt and one prompt
+    per decoder call."""
+    image, prompts = load_with_prompts(row, cfg)
     if getattr(segmenter, "automatic", False):
         enc = segmenter.encode([image])[0]
-        return [rle.decode(c.rle) for c in segmenter.generate(enc, image)]
-    out = []
-    for prompt in prompts_for(image, cfg["prompts"], cfg):
-        enc = segmenter.encode([image])[0]
-        masks, _ = segmenter.decode(enc, np.array([prompt.box], dtype=np.float32))
-        if masks[0].any():
-            out.append(masks[0])
-    return out
+        masks = [rle.decode(c.rle) for c in segmenter.generate(enc, image)]
+    else:
+        masks = []
+        for prompt in prompts:
+            enc = segmenter.encode([image])[0]
+            decoded, _ = segmenter.decode(enc, np.array([prompt.box], dtype=np.float32))
+            masks.append(decoded[0])
+    return image, [full_size(m, row["height"], row["width"]) for m in masks if m.any()]
 
 
 @stage("naive", imports=("loclens.segment.run",))
@@ -58,8 +69,7 @@ def naive_stage(spec: dict) -> dict:
 
     t0 = time.perf_counter()
     for row in rows:  # the "segmentation script"
-        image = load_rgb(read_bytes(row["path"]), row["path"])
-        masks = naive_masks(segmenter, image, cfg)
+        _, masks = naive_masks(segmenter, row, cfg)
         n_masks[row["image_id"]] = len(masks)
         for k, mask in enumerate(masks):
             write_bytes(out / "masks" / f"{row['image_id']}_{k:02d}.png", png_bytes(mask.astype(np.uint8) * 255, level))
@@ -77,7 +87,7 @@ def naive_stage(spec: dict) -> dict:
             continue
         labels = label_map(masks)
         alpha = draw_alpha(spec["config"]["seed"], row["image_id"], spec["family"], render_cfg["alpha"])
-        views = {f"{spec['family']}_{k}": v for k, v in render_blends(image, labels, alpha, render_cfg).items()}
+        views = {f"{spec['family']}_{k}": v for k, v in blend_views(image, labels, alpha, render_cfg).items()}
         views["masked"] = masked(image, labels > 0)
         for name, view in views.items():
             write_bytes(out / "views" / f"{row['image_id']}_{name}.png", png_bytes(view, level))

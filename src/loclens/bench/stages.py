@@ -180,9 +180,8 @@ def boxes_stage(spec: dict) -> dict:
     """Encoder batch sizes (on as many images as the largest batch), and box decoding one
     prompt vs eight batched vs eight one at a time on the first ``box_images`` images; each
     timing is the best of ``repeats`` interleaved rounds."""
-    from ..imageio import load_rgb, read_bytes
     from ..segment import build_segmenter, resolve_device
-    from ..segment.prompts import prompts_for
+    from ..segment.run import load_with_prompts
 
     device = resolve_device(spec["device"])
     cfg = segmenter_cfg(spec)
@@ -190,7 +189,8 @@ def boxes_stage(spec: dict) -> dict:
     _, records = plan_and_records(spec)
     batches = ENCODER_BATCHES_TRIED["cuda" if device.startswith("cuda") else "cpu"]
     rows = unique_rows(records, max(spec.get("box_images", 4), max(batches)))
-    images = [load_rgb(read_bytes(r["path"]), r["path"]) for r in rows]
+    loaded = [load_with_prompts(r, cfg) for r in rows]  # as the segment stage reads and prompts them
+    images = [image for image, _ in loaded]
     repeats = spec.get("repeats", 3)
     sizes = [b for b in batches if b <= len(images)] or [1]
     sweep = images[: max(sizes)]  # every batch size encodes the same images
@@ -220,7 +220,7 @@ def boxes_stage(spec: dict) -> dict:
         return figures  # an automatic segmenter has no box prompts to time
 
     encoded = [segmenter.encode([img])[0] for img in images]
-    boxes = [_eight_boxes(prompts_for(img, cfg["prompts"], cfg), img.shape[:2]) for img in images]
+    boxes = [_eight_boxes(prompts, img.shape[:2]) for img, prompts in loaded[:n]]
 
     def timed(fn) -> float:
         t0 = time.perf_counter()

@@ -60,7 +60,7 @@ def render_row(row: dict, caches: dict[str, dict[str, list[dict]]], cfg: dict, s
         labels[seg] = lens.label_map(lens.decode_masks(entries, shape))
         alpha = lens.draw_alpha(seed, row["image_id"], seg, cfg["alpha"])
         alphas[seg] = alpha
-        for kind, arr in lens.render_blends(image, labels[seg], alpha, cfg).items():
+        for kind, arr in lens.blend_views(image, labels[seg], alpha, cfg).items():
             views[f"{seg}_{kind}"] = _image_cell(lens.png_bytes(arr, level), f"{row['image_id']}_{seg}_{kind}.png")
     masked_from = next((src for src in cfg["masked_from"] if src in labels), None)
     views[MASKED_VIEW] = None

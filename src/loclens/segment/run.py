@@ -85,7 +85,9 @@ def mask_entries(
     return entries
 
 
-def _load_with_prompts(row: dict, prompt_cfg: dict) -> tuple[np.ndarray, list[Prompt]]:
+def load_with_prompts(row: dict, prompt_cfg: dict) -> tuple[np.ndarray, list[Prompt]]:
+    """An image row's pixels as the segmenter sees them (at most WORK_MAX_SIDE per side) and its
+    box prompts from the configured sources."""
     image = load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE)
     context = prompt_context(row, image.shape[:2])
     return image, prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=context)
@@ -96,7 +98,7 @@ def segment_images(segmenter, rows: list[dict], prompt_cfg: dict, progress: bool
     model works on earlier ones; at most a few batches of decoded images are held."""
     out = []
     batch = encoder_batch(segmenter.device)
-    loaded = prefetched(lambda r: _load_with_prompts(r, prompt_cfg), rows, LOADER_THREADS, batch + LOADER_THREADS)
+    loaded = prefetched(lambda r: load_with_prompts(r, prompt_cfg), rows, LOADER_THREADS, batch + LOADER_THREADS)
     with tqdm(total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress) as bar:
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
