@@ -242,6 +242,68 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def cmd_bench(args) -> int:
+    from .bench import BenchOptions, format_report, run_bench
+    from .bench.data import make_subset
+    from .config import ConfigError
+
+    if args.export_subset:
+        try:
+            names = make_subset(args.vqa_rad, args.export_subset, args.n_images)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"loclens bench: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(names)} VQA-RAD images and their QA records to {args.export_subset}")
+        return 0
+    config = None
+    if args.config:
+        import yaml
+
+        try:
+            config = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{args.config}: cannot read configuration ({exc})") from None
+    opts = BenchOptions(
+        vqa_rad=Path(args.vqa_rad),
+        n_images=args.n_images,
+        device=args.device,
+        naive=args.naive,
+        segmenters=args.segmenters.split(",") if args.segmenters else None,
+        config=config,
+        max_prompts=args.max_prompts,
+        repeats=args.repeats,
+        box_images=args.box_images,
+        scale_images=args.scale_images or [],
+        scale_sides=args.scale_sides or [],
+        workdir=Path(args.workdir) if args.workdir else None,
+        keep=bool(args.workdir),
+        quiet=args.quiet,
+    )
+    try:
+        report = run_bench(opts)
+    except (ValueError, FileNotFoundError) as exc:  # bad --segmenters, --vqa-rad, --n-images
+        print(f"loclens bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(report), end="")
+    if args.json:
+        from .atomic import write_json
+
+        write_json(args.json, report)
+    return 0
+
+
+def _default_vqa_rad() -> str:
+    """../shared/datasets/vqa_rad beside the checkout (where the project's tests find it)."""
+    return str(Path(__file__).resolve().parents[3] / "shared" / "datasets" / "vqa_rad")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loclens", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -357,6 +419,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="cap on optimizer steps of this phase")
     p.add_argument("--nproc-per-node", type=int, help="processes (GPUs) on this node; > 1 runs torchrun")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("bench", help="measure every stage on real VQA-RAD images (and the naive mode)")
+    p.add_argument("--vqa-rad", default=_default_vqa_rad(), help="the VQA-RAD release folder (default: %(default)s)")
+    p.add_argument("--n-images", type=int, default=8, help="images to measure on (the first N file names)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (segmenters only)")
+    p.add_argument("--naive", action="store_true", help="also run the naive mode and report the speed-up")
+    p.add_argument("--segmenters", help="comma-separated family or family/backend names (default: all known)")
+    p.add_argument("--config", help="a loclens config.yaml whose segment/render/release settings to use")
+    p.add_argument("--max-prompts", type=int, help="override segment.medsam.max_prompts")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the micro-benchmarks (best is kept)")
+    p.add_argument("--box-images", type=int, default=4, help="images of the box-decoding micro-benchmark")
+    p.add_argument("--scale-images", type=_int_list, help="e.g. 8,32,64: cost and peak memory vs number of images")
+    p.add_argument("--scale-sides", type=_int_list, help="e.g. 256,512,1024,2048: cost vs longest image side")
+    p.add_argument("--workdir", help="keep the bench files here (default: a temporary folder, removed)")
+    p.add_argument("--json", help="also write the full report as JSON to this file")
+    p.add_argument("--export-subset", metavar="DIR", help="only write the N-image VQA-RAD subset to DIR and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,7 +47,8 @@ def render_row(row: dict, caches: dict[str, dict[str, list[dict]]], cfg: dict, s
     alphas: dict[str, float | None] = {}
     # Expert masks (SLAKE mask.png, made at ingest) are released and can feed the masked view.
     all_masks: list[dict] = list(row.get("expert_masks") or [])
-    unions = {"expert": lens.decode_masks(all_masks, shape)} if all_masks else {}
+    # One label map per mask source, reused by its blends and by the masked view.
+    labels = {"expert": lens.label_map(lens.decode_masks(all_masks, shape))} if all_masks else {}
     for seg in SEGMENTERS:
         entries = caches.get(seg, {}).get(row["image_id"], [])
         all_masks.extend(entries)
@@ -55,16 +57,15 @@ def render_row(row: dict, caches: dict[str, dict[str, list[dict]]], cfg: dict, s
             views[f"{seg}_{kind}"] = None
         if not entries:
             continue
-        masks = lens.decode_masks(entries, shape)
+        labels[seg] = lens.label_map(lens.decode_masks(entries, shape))
         alpha = lens.draw_alpha(seed, row["image_id"], seg, cfg["alpha"])
         alphas[seg] = alpha
-        for kind, arr in lens.render_blends(image, masks, alpha, cfg).items():
+        for kind, arr in lens.blend_views(image, labels[seg], alpha, cfg).items():
             views[f"{seg}_{kind}"] = _image_cell(lens.png_bytes(arr, level), f"{row['image_id']}_{seg}_{kind}.png")
-        unions[seg] = masks
-    masked_from = next((src for src in cfg["masked_from"] if src in unions), None)
+    masked_from = next((src for src in cfg["masked_from"] if src in labels), None)
     views[MASKED_VIEW] = None
     if masked_from is not None:
-        union = lens.label_map(unions[masked_from]) > 0
+        union = labels[masked_from] > 0
         views[MASKED_VIEW] = _image_cell(lens.png_bytes(lens.masked(image, union), level), f"{row['image_id']}_masked.png")
     return {
         "image": _image_cell(data, row["source_file"].rsplit("/", 1)[-1]),
@@ -114,29 +115,53 @@ def _leaf_paths(schema: pa.Schema, top: tuple[str, ...]) -> list[str]:
     return [p for name in top for p in walk(name, schema.field(name).type)]
 
 
-def write_shard(path, rows: list[dict]) -> None:
-    """Write rows atomically. Image bytes are already compressed (JPEG/PNG): no compression,
-    no dictionary and no statistics for them; zstd for everything else."""
-    schema = arrow_schema()
-    table = pa.Table.from_pylist(rows, schema=schema)
+def parquet_options(schema: pa.Schema) -> dict:
+    """Writer settings. Image bytes are already compressed (JPEG/PNG): no compression, no
+    dictionary and no statistics for them (measured in BENCHMARKS.md: compressing them costs
+    write time and saves almost nothing); zstd and dictionaries for everything else."""
     image_leaves = set(_leaf_paths(schema, UNCOMPRESSED_COLUMNS))
     other = [p for p in _leaf_paths(schema, tuple(schema.names)) if p not in image_leaves]
-    with atomic_path(path) as tmp:
-        pq.write_table(
-            table,
-            tmp,
-            row_group_size=ROW_GROUP_ROWS,
-            compression={p: ("none" if p in image_leaves else "zstd") for p in image_leaves | set(other)},
-            use_dictionary=[p for p in other if not p.endswith("counts")],
-            write_statistics=other,
-        )
+    return {
+        "compression": {p: ("none" if p in image_leaves else "zstd") for p in image_leaves | set(other)},
+        "use_dictionary": [p for p in other if not p.endswith("counts")],
+        "write_statistics": other,
+    }
+
+
+def _groups(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    group = []
+    for row in rows:
+        group.append(row)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def write_shard(path, rows: Iterable[dict]) -> int:
+    """Write rows atomically, one row group at a time, so memory holds one row group of image
+    bytes, never the whole shard. The bytes equal a single ``pq.write_table`` of all rows with
+    the same row group size (tests check it), so streaming changed no release."""
+    schema = arrow_schema()
+    n = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:
+        for group in _groups(rows, ROW_GROUP_ROWS):
+            writer.write_table(pa.Table.from_pylist(group, schema=schema), row_group_size=ROW_GROUP_ROWS)
+            n += len(group)
+        if n == 0:
+            writer.write_table(schema.empty_table())  # as pq.write_table writes an empty table
+    return n
+
+
+def release_rows(rows: list[dict], caches: dict, infos: list[dict], render_cfg: dict, seed: int, config_hash: str) -> Iterator[dict]:
+    """The shard's release rows in image_id order, rendered one at a time as they are consumed."""
+    for r in sorted(rows, key=lambda r: r["image_id"]):
+        yield build_row(r, render_row(r, caches, render_cfg, seed), config_hash, seed, infos)
 
 
 def render_shard(rows: list[dict], caches: dict, infos: list[dict], render_cfg: dict, seed: int, config_hash: str, out_path) -> int:
-    rows = sorted(rows, key=lambda r: r["image_id"])
-    out = [build_row(r, render_row(r, caches, render_cfg, seed), config_hash, seed, infos) for r in rows]
-    write_shard(out_path, out)
-    return len(out)
+    return write_shard(out_path, release_rows(rows, caches, infos, render_cfg, seed, config_hash))
 
 
-__all__ = ["render_shard", "write_shard", "read_mask_cache", "FEATURES"]
+__all__ = ["render_shard", "release_rows", "write_shard", "parquet_options", "read_mask_cache", "FEATURES"]

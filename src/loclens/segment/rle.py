@@ -8,7 +8,9 @@ from pycocotools import mask as mask_utils
 
 def encode(mask: np.ndarray) -> dict:
     """Binary HxW mask -> {"size": [h, w], "counts": str}."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    # One Fortran-order copy of the boolean mask, viewed as the uint8 pycocotools wants
+    # (astype then asfortranarray would copy the full-resolution mask twice).
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=bool).view(np.uint8))
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 

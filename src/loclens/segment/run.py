@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -18,14 +21,39 @@ from ..imageio import load_rgb, read_bytes
 from . import build_segmenter, resolve_device, rle
 from .prompts import Prompt, prompt_context, prompts_for
 
-#: Images sent through the encoder together.
-ENCODER_BATCH = 4
 #: Segmenters see images at most this many pixels per side (SAM and MedSAM work at 1024,
 #: LiteMedSAM at 256): larger images are reduced while being read, prompts and masks are made
 #: at that size, and masks are scaled back to the image's size in RLE form. So the memory of a
 #: segmentation job does not grow with the image (a 6000x5000 scan costs what a 1024 one does),
 #: and images up to this size are processed exactly as read.
 WORK_MAX_SIDE = 1024
+
+
+#: Images sent through the encoder together, by device type. On a CPU a larger batch is no
+#: faster per image (measured by ``loclens bench``, see BENCHMARKS.md) and only holds more
+#: decoded images; a GPU needs batches to fill it.
+ENCODER_BATCH = {"cpu": 1, "cuda": 16}
+#: Threads that decode images and compute their prompts ahead of the model, so that the model
+#: never waits for the CPU work of the next images (one core is left to the model).
+LOADER_THREADS = max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def encoder_batch(device) -> int:
+    return ENCODER_BATCH.get(getattr(device, "type", str(device).split(":")[0]), 1)
+
+
+def prefetched(fn: Callable, items: Iterable, workers: int, ahead: int) -> Iterator:
+    """``fn(item)`` for each item, in order, computed by ``workers`` threads at most ``ahead``
+    items in advance: a bounded number of results (decoded images) is ever held."""
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque(pool.submit(fn, item) for _, item in zip(range(max(1, ahead)), items))
+        while pending:
+            result = pending.popleft().result()
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                break
+            yield result
 
 
 def mask_entry(segmenter, encoded: dict, score: float, label: str, prompt: Prompt | None, scale=(1.0, 1.0)) -> dict:
@@ -65,7 +93,7 @@ def mask_entries(
     return entries
 
 
-def image_masks(segmenter, enc, image: np.ndarray, cfg: dict, context: dict, size: tuple[int, int]) -> list[dict]:
+def image_masks(segmenter, enc, image: np.ndarray, prompts: list[Prompt] | None, size: tuple[int, int]) -> list[dict]:
     """The stored masks of one encoded image (automatic ones, or one per prompt box), at
     ``size`` = the image's (height, width) when ``image`` is a reduced working copy."""
     if getattr(segmenter, "automatic", False):
@@ -73,18 +101,31 @@ def image_masks(segmenter, enc, image: np.ndarray, cfg: dict, context: dict, siz
             mask_entry(segmenter, rle.encode_resized(rle.decode(c.rle), size), c.score, f"{segmenter.name}-{k}", None)
             for k, c in enumerate(segmenter.generate(enc, image))
         ]
-    prompts = prompts_for(image, cfg["prompts"], cfg, context)
     masks, scores = segmenter.decode(enc, np.array([p.box for p in prompts], dtype=np.float32).reshape(-1, 4))
     return mask_entries(segmenter, masks, scores, prompts, size)
 
 
-def _loader(segmenter):
-    """Decode a batch of images and run the segmenter's CPU preprocessing (in the loader thread)."""
-    prepare = getattr(segmenter, "prepare", None)
+def load_with_prompts(row: dict, prompt_cfg: dict, masks_seen: dict | None = None) -> tuple[np.ndarray, list[Prompt]]:
+    """An image row's pixels as the segmenter sees them (at most WORK_MAX_SIDE per side) and its
+    box prompts from the configured sources."""
+    image = load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE)
+    context = prompt_context(row, image.shape[:2], masks_seen)
+    return image, prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=context)
 
-    def load(rows: list[dict]):
-        images = [load_rgb(read_bytes(r["path"]), r["path"], max_side=WORK_MAX_SIDE) for r in rows]
-        return images, ([prepare(img) for img in images] if prepare else None)
+
+def _loader(segmenter, cfg: dict, context_masks: dict):
+    """What a loader thread does for one row: decode the image, compute its box prompts (unless
+    the segmenter is automatic) and the segmenter's CPU preprocessing."""
+    prepare = getattr(segmenter, "prepare", None)
+    automatic = getattr(segmenter, "automatic", False)
+
+    def load(row: dict):
+        masks_seen = {seg: by_id.get(row["image_id"], []) for seg, by_id in context_masks.items()}
+        if automatic:
+            image, prompts = load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE), None
+        else:
+            image, prompts = load_with_prompts(row, cfg, masks_seen)
+        return image, prompts, (prepare(image) if prepare else None)
 
     return load
 
@@ -92,29 +133,24 @@ def _loader(segmenter):
 def segment_images(
     segmenter, rows: list[dict], cfg: dict, context_masks: dict | None = None, progress: bool = True
 ) -> list[dict]:
-    """Masks for each image row. Images are decoded and preprocessed in a thread while the
-    model works on the previous batch; ``context_masks`` (segmenter -> image_id -> masks) is
-    what prompt sources may read, e.g. SAM's masks for the ``sam`` source."""
+    """Masks for each image row. Loader threads decode, prompt and preprocess images while the
+    model works on earlier ones; at most a few batches of decoded images are held.
+    ``context_masks`` (segmenter -> image_id -> masks) is what prompt sources may read, e.g.
+    SAM's masks for the ``sam`` source."""
     out = []
-    context_masks = context_masks or {}
-    load = _loader(segmenter)
-    batches = [rows[i : i + ENCODER_BATCH] for i in range(0, len(rows), ENCODER_BATCH)]
-    with ThreadPoolExecutor(max_workers=1) as pool, tqdm(
-        total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress
-    ) as bar:
-        pending = pool.submit(load, batches[0]) if batches else None
-        for k, batch in enumerate(batches):
-            images, prepared = pending.result()
-            if k + 1 < len(batches):
-                pending = pool.submit(load, batches[k + 1])
+    batch = encoder_batch(segmenter.device)
+    load = _loader(segmenter, cfg, context_masks or {})
+    loaded = prefetched(load, rows, LOADER_THREADS, batch + LOADER_THREADS)
+    with tqdm(total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress) as bar:
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            images, prompts, prepared = zip(*[next(loaded) for _ in chunk])
             enc0 = segmenter.timings["encoder"]
-            encoded = segmenter.encode(images, prepared)
+            encoded = segmenter.encode(list(images), list(prepared) if prepared[0] is not None else None)
             enc_each = (segmenter.timings["encoder"] - enc0) / len(images)
-            for row, image, enc in zip(batch, images, encoded):
-                masks_seen = {seg: by_id.get(row["image_id"], []) for seg, by_id in context_masks.items()}
-                context = prompt_context(row, image.shape[:2], masks_seen)
+            for row, image, image_prompts, enc in zip(chunk, images, prompts, encoded):
                 d0 = segmenter.timings["decoder"]
-                entries = image_masks(segmenter, enc, image, cfg, context, (row["height"], row["width"]))
+                entries = image_masks(segmenter, enc, image, image_prompts, (row["height"], row["width"]))
                 out.append(
                     {
                         "image_id": row["image_id"],
@@ -142,8 +178,7 @@ def segmenter_info(segmenter, cfg: dict) -> dict:
 def write_masks(path, results: list[dict], info: dict) -> None:
     # Imported here: schema needs `datasets`, which segmenting itself does not (benchmarks run
     # this module on bare GPU machines).
-    from ..schema import MASKS_CACHE_SCHEMA
-
+    
     schema = MASKS_CACHE_SCHEMA.with_metadata({"loclens_segmenter": json.dumps(info, sort_keys=True)})
     table = pa.Table.from_pylist(results, schema=schema)
     with atomic_path(path) as tmp:

@@ -1,0 +1,112 @@
+"""``loclens bench`` on 2 real VQA-RAD images: the tool runs every stage (each in its own process,
+the naive mode included) and produces every figure. A smoke test of the tool: it asserts that
+the figures exist and are finite and positive, never how fast anything is."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import BIN, REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _numbers(obj, path=""):
+    """(path, value) for every number in a nested figures dict."""
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, vqa_rad_root):
+    out = tmp_path_factory.mktemp("bench")
+    report = out / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [
+        str(BIN / "loclens"), "bench", "--vqa-rad", str(vqa_rad_root), "--n-images", "2", "--naive",
+        "--segmenters", "medsam", "--max-prompts", "2", "--repeats", "1", "--box-images", "1",
+        "--workdir", str(out / "work"), "--json", str(report), "--quiet",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, json.loads(report.read_text()), out / "work"
+
+
+def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
+    _, report, _ = bench
+    stages = report["stages"]
+    expected = {"ingest", "segment medsam/litemedsam", "boxes medsam/litemedsam", "naive medsam/litemedsam",
+                "render", "release", "parquet", "train"}
+    assert expected <= set(stages), sorted(stages)
+    for key, result in stages.items():
+        assert "error" not in result, (key, result)
+        numbers = dict(_numbers(result["figures"]))
+        assert numbers or key == "train", key
+        for path, value in numbers.items():
+            assert math.isfinite(value) and value > 0, (key, path, value)
+        memory = result["memory"]
+        assert memory["peak_rss_mb"] >= memory["base_rss_mb"] > 0
+        assert memory["tracemalloc_peak_mb"] > 0 and memory["arrow_peak_mb"] >= 0
+
+    seg = stages["segment medsam/litemedsam"]["figures"]
+    assert seg["images"] == 2 and seg["masks_per_image"] > 0
+    boxes = stages["boxes medsam/litemedsam"]["figures"]
+    assert set(boxes["encoder_s_per_image_by_batch"]) == {"1", "2"}
+    assert boxes["s_per_box_batched"] > 0 and boxes["s_per_box_one_at_a_time"] > 0
+    # Training figures come from the training stage when it is installed.
+    train = stages["train"]["figures"]
+    assert train["samples_per_s"] > 0 if train["available"] else train["reason"] == "training stage not installed"
+
+    summary = report["summary"]
+    assert summary["pipeline_own_share"] > 0 and summary["naive_speedup medsam/litemedsam"] > 0
+    assert {t["target"] for t in report["targets"]} >= {
+        "decoder: 8 prompts batched vs 1 prompt",
+        "speed-up over the naive mode (segment + render)",
+    }
+    assert report["machine"]["device"] == "cpu" and report["n_images"] == 2
+
+
+def test_table_names_every_figure(bench):
+    text, report, _ = bench
+    for needle in ("images/s", "s per box", "Mpix/s", "MB/s", "peak RSS MB", "naive medsam/litemedsam", "targets:"):
+        assert needle in text, needle
+    if not report["stages"]["train"]["figures"]["available"]:
+        assert "n/a (training stage not installed)" in text
+
+
+def test_naive_mode_writes_views_as_png_files_and_the_pipeline_parquet(bench):
+    _, report, work = bench
+    import datasets
+    from PIL import Image
+
+    views = sorted((work / "naive" / "medsam-litemedsam" / "views").glob("*.png"))
+    masks = sorted((work / "naive" / "medsam-litemedsam" / "masks").glob("*.png"))
+    assert len(views) == 3 * 2 and masks  # unicolor, multicolor, masked for each image
+    for p in views:
+        with Image.open(p) as im:
+            im.load()
+    shards = sorted((work / "release" / "vqa_rad").glob("*.parquet"))
+    ds = datasets.load_dataset("parquet", data_files=[str(p) for p in shards], split="train")
+    assert len(ds) == report["stages"]["render"]["figures"]["rows"]
+    assert all(row["medsam_unicolor"] is not None for row in ds)
+
+
+def test_unknown_segmenter_is_a_clear_error(vqa_rad_root, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "loclens.cli", "bench", "--vqa-rad", str(vqa_rad_root), "--segmenters", "nope",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode != 0 and "--segmenters: unknown ['nope']" in proc.stderr
