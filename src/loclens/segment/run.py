@@ -178,7 +178,8 @@ def segmenter_info(segmenter, cfg: dict) -> dict:
 def write_masks(path, results: list[dict], info: dict) -> None:
     # Imported here: schema needs `datasets`, which segmenting itself does not (benchmarks run
     # this module on bare GPU machines).
-    
+    from ..schema import MASKS_CACHE_SCHEMA
+
     schema = MASKS_CACHE_SCHEMA.with_metadata({"loclens_segmenter": json.dumps(info, sort_keys=True)})
     table = pa.Table.from_pylist(results, schema=schema)
     with atomic_path(path) as tmp:
