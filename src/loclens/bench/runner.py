@@ -138,6 +138,22 @@ def _segment_spec(config: dict, opts: BenchOptions, variant: dict, stage: str) -
     return {"stage": stage, "config": config, "device": opts.device, "repeats": opts.repeats, "box_images": opts.box_images, **variant}
 
 
+def missing_weights(config: dict, variant: dict) -> str | None:
+    """Why a (family, backend) cannot run here (its checkpoint is not on disk), or None."""
+    from ..segment import checkpoints
+
+    cfg = dict(config["segment"][variant["family"]])
+    if variant["backend"] is not None:
+        cfg["backend"] = variant["backend"]
+    try:
+        target = checkpoints.checkpoint_target(variant["family"], cfg, config["resources"])
+    except checkpoints.CheckpointError as exc:
+        return str(exc)
+    if target is not None and not Path(target).is_file():
+        return f"no checkpoint at {target}"
+    return None
+
+
 def build_stages(opts: BenchOptions, work: Path, config: dict, variants: list[dict], full: bool) -> dict:
     """ingest -> segment (every variant) -> render -> release, each in its own process;
     ``full`` adds the box micro-benchmark, the naive mode, the Parquet variants and the
@@ -145,6 +161,11 @@ def build_stages(opts: BenchOptions, work: Path, config: dict, variants: list[di
     results = {"ingest": run_stage(opts, work, "ingest", {"stage": "ingest", "config": config})}
     caches = {}
     for v in variants:
+        missing = missing_weights(config, v)
+        if missing:
+            # A backend without weights on this machine cannot be measured; say so, not fail.
+            log(opts, f"segment {v['name']}: skipped ({missing})")
+            continue
         seg = run_stage(opts, work, f"segment {v['name']}", _segment_spec(config, opts, v, "segment"))
         results[f"segment {v['name']}"] = seg
         if "error" in seg:
