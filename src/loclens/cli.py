@@ -171,6 +171,9 @@ def cmd_publish(args) -> int:
     if record is not None:
         state = "pushed commit" if record["pushed"] else "nothing changed; remote head is"
         print(f"{state} {record['commit']} (datasets/{record['repo_id']}@{record['revision']})")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate.answerers import load_answerer
     from .evaluate.grid import make_cell
@@ -197,6 +200,9 @@ def cmd_tables(args) -> int:
 
     paths = make_tables(args.metrics, args.settings, args.out)
     print("\n".join(sorted(paths.values())))
+    return 0
+
+
 def _train_settings(args) -> dict:
     """``--config`` file's train section, then ``--settings`` JSON, then flags; defaults filled."""
     from .config import load, validate

@@ -277,7 +277,10 @@ def _rejects_section(release_dir: Path, name: str, d: dict) -> list[str]:
         "",
     ]
     if summary:
-        rows = [[kind, reason, n] for (kind, reason), n in sorted(summary.items(), key=lambda kv: (-kv[1], kv[0]))]
+        rows = [
+            ["QA records" if kind == "qa" else "images", reason, n]
+            for (kind, reason), n in sorted(summary.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
         lines += _table(["kind", "reason", "count"], rows) + [""]
     return lines
 
