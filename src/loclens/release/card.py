@@ -276,7 +276,14 @@ def _rejects_section(release_dir: Path, name: str, d: dict) -> list[str]:
         f"{acc['rejected_qa']} rejected; every reject is listed with its file and reason in `{d['rejects_file']}`.",
         "",
     ]
-    if summary:
+    if acc.get("by_reason"):
+        # Alike rejects grouped (numbers in reasons -> N), from the manifest's accounting.
+        lines += ["| rejected | count | reason |", "|---|---|---|"]
+        for r in acc["by_reason"]:
+            what = "QA records" if r["kind"] == "qa" else "images"
+            lines.append(f"| {what} | {r['count']} | {r['reason'].replace('|', '/')} |")
+        lines.append("")
+    elif summary:
         rows = [
             ["QA records" if kind == "qa" else "images", reason, n]
             for (kind, reason), n in sorted(summary.items(), key=lambda kv: (-kv[1], kv[0]))
