@@ -69,7 +69,9 @@ def _outline(ax, masks: list[dict], shape, labels: bool) -> None:
         ax.contour(arr.astype(np.float32), levels=[0.5], colors=[colour], linewidths=0.9)
         if labels:
             ys, xs = np.nonzero(arr)
-            ax.text(xs.min(), ys.min(), f"{m['label']} {m['score']:.2f}", color="white", fontsize=5,
+            # Expert masks carry no model score.
+            score = "" if m["score"] is None else f" {m['score']:.2f}"
+            ax.text(xs.min(), ys.min(), f"{m['label']}{score}", color="white", fontsize=5,
                     va="bottom", bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.6, "linewidth": 0})
 
 
