@@ -32,7 +32,7 @@ from .samples import PHASES, align_text, qa_text
 
 
 def default_settings(seed: int = 0, **overrides) -> dict:
-    """The ``train:`` section with schema defaults filled (nested keys merge one level deep)."""
+    """The ``train:`` section with ``overrides`` applied and every missing key (at any depth) from the schema."""
     from ..config import validate
 
     config = validate({"datasets": {"sample": {}}, "seed": seed, "train": overrides})

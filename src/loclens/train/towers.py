@@ -81,13 +81,12 @@ class HFVision(VisionTower):
 
     def __init__(self, path: str | None):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
         self.path = _hf_folder(path, "train.vision.path")
         model = AutoModel.from_pretrained(self.path)
         self.model = getattr(model, "vision_model", model)  # CLIP / SigLIP: keep the vision half
-        config = getattr(self.model, "config", AutoConfig.from_pretrained(self.path))
-        config = getattr(config, "vision_config", config)
+        config = getattr(self.model.config, "vision_config", self.model.config)
         self.channels = int(getattr(config, "hidden_size", None) or config.hidden_sizes[-1])
         size = getattr(config, "image_size", 224)
         self.size = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
