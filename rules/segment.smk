@@ -2,11 +2,6 @@
 # Cached apart from rendering, so blend changes never re-run a model.
 
 
-localrules:
-    fetch_checkpoint,
-    fetch_checkpoints,
-
-
 rule segment:
     input:
         unpack(segment_inputs),
@@ -35,6 +30,7 @@ rule segment:
 # Checkpoints are downloaded on the machine running Snakemake (local rules: cluster nodes are
 # often offline), sha256-verified, and kept under <resources>/checkpoints/.
 rule fetch_checkpoint:
+    localrule: True
     output:
         RESOURCES / "checkpoints" / "{filename}",
     params:
@@ -48,5 +44,6 @@ rule fetch_checkpoint:
 
 
 rule fetch_checkpoints:
+    localrule: True
     input:
         [RESOURCES / "checkpoints" / name for name in checkpoint_downloads()],

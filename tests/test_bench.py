@@ -1,6 +1,6 @@
 """``loclens bench`` on 2 real VQA-RAD images: the tool runs every stage (each in its own process,
 the naive mode included) and produces every figure. A smoke test of the tool: it asserts that
-the figures exist and are finite and positive, never how fast anything is."""
+the figures exist and are finite and positive (settings echoed back may be 0), never how fast anything is."""
 
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
         numbers = dict(_numbers(result["figures"]))
         assert numbers or key == "train", key
         for path, value in numbers.items():
-            assert math.isfinite(value) and value > 0, (key, path, value)
+            # Settings echoed into the figures (worker counts) may be 0; measurements may not.
+            floor_ok = value >= 0 if path.endswith("num_workers") else value > 0
+            assert math.isfinite(value) and floor_ok, (key, path, value)
         memory = result["memory"]
         assert memory["peak_rss_mb"] >= memory["base_rss_mb"] > 0
         assert memory["tracemalloc_peak_mb"] > 0 and memory["arrow_peak_mb"] >= 0

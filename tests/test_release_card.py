@@ -36,7 +36,7 @@ def test_card_round_trips_through_datasetcard_and_matches_the_shards(small_relea
     front = yaml.safe_load(path.read_text().split("---\n")[1])  # plain YAML, as the Hub reads it
     assert front["dataset_info"][0]["config_name"] == "sample"
     for needle in ("79d8c9dca6db4d69", "N(0.5, 0.1)", "clipped to [0.2, 0.8]", "seed **0**", "`otsu`",
-                   "max_prompts: 8", "Split protocol `grouped`", "segmenter not run", "Not for clinical use",
+                   "max_prompts=8", "Split protocol `grouped`", "segmenter not run", "Not for clinical use",
                    "machine-generated", "@inproceedings{kirillov2023sam", "@article{ma2024medsam",
                    "@article{lau2018vqarad", "@inproceedings{liu2021slake", "farooq2025loclens",
                    "rejects/sample.jsonl", "CC0 1.0"):

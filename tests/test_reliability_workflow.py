@@ -100,7 +100,7 @@ def test_every_bad_input_is_rejected_with_its_file_and_everything_else_released(
     assert exp.outside_sha256 not in {row["provenance"]["image_sha256"] for row in rows}
 
     card = (release / "README.md").read_text()
-    assert f"rejected: {acc['rejected_qa']}" in card and "image of NxN pixels is too small to segment" in card
+    assert f"released + {acc['rejected_qa']} rejected" in card and "image of NxN pixels is too small to segment" in card
     assert not list(release.rglob(f"{TMP_PREFIX}*"))
 
 

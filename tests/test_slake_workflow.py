@@ -47,8 +47,11 @@ def test_one_release_with_both_configs(release):
     manifest = json.loads((release / "manifest.json").read_text())
     assert set(manifest["datasets"]) == {"slake", "vqa_rad"}
     slake = manifest["datasets"]["slake"]
-    assert slake["accounting"] == {"input_records": N_RECORDS, "released_qa": N_RECORDS - N_CHINESE - N_MALFORMED,
-                                   "rejected_qa": N_CHINESE + N_MALFORMED}
+    acc = slake["accounting"]
+    assert {k: acc[k] for k in ("input_records", "released_qa", "rejected_qa", "rejected_images")} == {
+        "input_records": N_RECORDS, "released_qa": N_RECORDS - N_CHINESE - N_MALFORMED,
+        "rejected_qa": N_CHINESE + N_MALFORMED, "rejected_images": 1}
+    assert sum(r["count"] for r in acc["by_reason"] if r["kind"] == "qa") == acc["rejected_qa"]
     rejects = [json.loads(line) for line in (release / slake["rejects_file"]).read_text().splitlines()]
     assert collections.Counter(r["reason"].split(" (")[0] for r in rejects) == {
         "question language 'zh' not selected": N_CHINESE,

@@ -17,10 +17,9 @@ from pathlib import Path
 import yaml
 
 from ..atomic import write_text
-from ..ingest import read_jsonl
 from ..schema import FEATURES, VIEW_COLUMNS
 from .manifest import CARD
-from .stats import SplitStats, rejects_summary, release_stats
+from .stats import SplitStats, release_stats
 
 
 @dataclass(frozen=True)
@@ -175,6 +174,42 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
     return lines
 
 
+def _key_values(d: dict, prefix: str = "") -> str:
+    """`a=1, b.c=2` for a nested config dict, keys sorted (stable across builds)."""
+    parts = []
+    for k in sorted(d):
+        v = d[k]
+        if isinstance(v, dict):
+            if v:
+                parts.append(_key_values(v, f"{prefix}{k}."))
+        else:
+            parts.append(f"{prefix}{k}={v}")
+    return ", ".join(parts)
+
+
+# Keys already stated elsewhere in the card (model, backend, checkpoint, prompt order).
+_STATED_KEYS = ("enabled", "backend", "checkpoint", "prompts", "model_type", "download")
+
+
+def _settings_text(segmenter: str, cfg: dict) -> str:
+    """A segmenter's config in prose, one clause per config group, so a reader can rebuild it."""
+    clauses = []
+    if segmenter == "sam":
+        clauses.append(f"automatic mask generation ({_key_values(cfg.get('generator') or {}) or 'segment-anything defaults'})")
+    groups = {k: v for k, v in cfg.items() if isinstance(v, dict) and k not in _STATED_KEYS and k != "generator"}
+    scalars = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k not in _STATED_KEYS}
+    if scalars:
+        clauses.append(_key_values(scalars))
+    for name, group in sorted(groups.items()):
+        if group:
+            label = "architecture override" if name == "arch" else name
+            clauses.append(f"{label} ({_key_values(group)})")
+    url = (cfg.get("download") or {}).get("url")
+    if url:
+        clauses.append(f"checkpoint fetched from {url}")
+    return "; ".join(clauses)
+
+
 def _segmenter_lines(build: dict) -> list[str]:
     lines = []
     for info in build["segmenters"]:
@@ -186,9 +221,9 @@ def _segmenter_lines(build: dict) -> list[str]:
         if info["prompt_sources"]:
             lines.append(f"  Box prompts from the prompt sources {', '.join(f'`{p}`' for p in info['prompt_sources'])} "
                          "(in order of preference; the first that yields boxes is used).")
-        filters = {k: v for k, v in cfg.items() if k not in ("enabled", "backend", "checkpoint", "prompts")}
-        if filters:
-            lines.append(f"  Filters and settings: `{yaml.safe_dump(filters, default_flow_style=True, sort_keys=True).strip()}`.")
+        settings = _settings_text(info["segmenter"], cfg)
+        if settings:
+            lines.append(f"  Settings: {settings}.")
     ran = {i["segmenter"] for i in build["segmenters"]}
     for seg in ("sam", "medsam"):
         if seg not in ran:
@@ -267,10 +302,8 @@ def _counts_section(name: str, d: dict, stats: dict[str, SplitStats]) -> list[st
     return lines + localization_lines(d)
 
 
-def _rejects_section(release_dir: Path, name: str, d: dict) -> list[str]:
+def _rejects_section(name: str, d: dict) -> list[str]:
     acc = d["accounting"]
-    rejects = read_jsonl(release_dir / d["rejects_file"])
-    summary = rejects_summary(rejects)
     lines = [
         f"`{name}`: {acc['input_records']} input QA records = {acc['released_qa']} released + "
         f"{acc['rejected_qa']} rejected; every reject is listed with its file and reason in `{d['rejects_file']}`.",
@@ -278,17 +311,10 @@ def _rejects_section(release_dir: Path, name: str, d: dict) -> list[str]:
     ]
     if acc.get("by_reason"):
         # Alike rejects grouped (numbers in reasons -> N), from the manifest's accounting.
-        lines += ["| rejected | count | reason |", "|---|---|---|"]
-        for r in acc["by_reason"]:
-            what = "QA records" if r["kind"] == "qa" else "images"
-            lines.append(f"| {what} | {r['count']} | {r['reason'].replace('|', '/')} |")
-        lines.append("")
-    elif summary:
-        rows = [
-            ["QA records" if kind == "qa" else "images", reason, n]
-            for (kind, reason), n in sorted(summary.items(), key=lambda kv: (-kv[1], kv[0]))
-        ]
-        lines += _table(["kind", "reason", "count"], rows) + [""]
+        lines += _table(["rejected", "count", "reason"], [
+            ["QA records" if r["kind"] == "qa" else "images", r["count"], r["reason"].replace("|", "/")]
+            for r in acc["by_reason"]
+        ]) + [""]
     return lines
 
 
@@ -369,7 +395,7 @@ def render_card(release_dir: Path, manifest: dict, release_cfg: dict) -> str:
         body += _counts_section(name, d, stats[name])
     body += ["## Rejects", ""]
     for name, d in sorted(datasets.items()):
-        body += _rejects_section(release_dir, name, d)
+        body += _rejects_section(name, d)
     body += [
         "## Intended use and limitations",
         "",

@@ -8,7 +8,6 @@ group at a time, so memory stays bounded whatever the release size.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,18 +95,3 @@ def release_stats(release_dir: Path, manifest: dict) -> dict[str, dict[str, Spli
         name: {split: split_stats(release_dir, s["shards"]) for split, s in sorted(d["splits"].items())}
         for name, d in sorted(manifest["datasets"].items())
     }
-
-
-_LEADING_PATH = re.compile(r"^\S*[/\\.]\S*: ")
-
-
-def reason_category(reason: str) -> str:
-    """A reject reason without the file-specific detail, for counting by reason: a leading
-    ``<path>: `` and anything after a further ``: `` or `` (`` are dropped."""
-    text = _LEADING_PATH.sub("", reason.strip())
-    return re.split(r": | \(", text, maxsplit=1)[0].strip() or reason
-
-
-def rejects_summary(rejects: list[dict]) -> Counter:
-    """(kind, reason category) -> count over a dataset's rejects report."""
-    return Counter((r.get("kind", "qa"), reason_category(r.get("reason", ""))) for r in rejects)
