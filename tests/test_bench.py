@@ -59,7 +59,7 @@ def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
             assert math.isfinite(value) and floor_ok, (key, path, value)
         memory = result["memory"]
         assert memory["peak_rss_mb"] >= memory["base_rss_mb"] > 0
-        assert memory["tracemalloc_peak_mb"] > 0 and memory["arrow_peak_mb"] >= 0
+        assert memory["arrow_peak_mb"] >= 0
 
     seg = stages["segment medsam/litemedsam"]["figures"]
     assert seg["images"] == 2 and seg["masks_per_image"] > 0

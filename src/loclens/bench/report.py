@@ -163,7 +163,7 @@ def _memory_rows(stages: dict) -> list[list]:
     for key, r in stages.items():
         if ok(r):
             m = r["memory"]
-            rows.append([key, m["peak_rss_mb"], m["base_rss_mb"], m["tracemalloc_peak_mb"], m["arrow_peak_mb"], m.get("cuda_peak_mb", "")])
+            rows.append([key, m["peak_rss_mb"], m["base_rss_mb"], m["arrow_peak_mb"], m.get("cuda_peak_mb", "")])
     return rows
 
 
@@ -182,13 +182,13 @@ def _scale_rows(runs: list[dict], by: str) -> list[list]:
             if ok(r):
                 f, m = r["figures"], r["memory"]
                 n = f.get("images") or f.get("rows")
-                rows.append([str(run[by]), key, f["seconds"] / n, m["peak_rss_mb"], m["tracemalloc_peak_mb"], _detail(f)])
+                rows.append([str(run[by]), key, f["seconds"] / n, m["peak_rss_mb"], _detail(f)])
     return rows
 
 
 def _scaling_text(scaling: dict) -> list[str]:
     out = []
-    headers = ["stage", "s/image (row)", "peak RSS MB", "traced peak MB", "detail"]
+    headers = ["stage", "s/image (row)", "peak RSS MB", "detail"]
     if scaling.get("images"):
         out += ["", "cost vs number of images (one segment shard and one release shard per split hold them all):",
                 table(["images"] + headers, _scale_rows(scaling["images"], "n_images"))]
@@ -218,7 +218,7 @@ def format_report(report: dict) -> str:
                   table(["variant", "MB", "write MB/s", "read MB/s"],
                         [[k, v["mb"], v["write_mb_per_s"], v["read_mb_per_s"]] for k, v in pq["variants"].items()])]
     lines += ["", "peak memory per stage (each in its own process):",
-              table(["stage", "peak RSS MB", "base RSS MB", "traced peak MB", "arrow peak MB", "cuda peak MB"], _memory_rows(stages))]
+              table(["stage", "peak RSS MB", "base RSS MB", "arrow peak MB", "cuda peak MB"], _memory_rows(stages))]
     lines += _scaling_text(report.get("scaling", {}))
     if report.get("targets"):
         lines += ["", "targets:"]

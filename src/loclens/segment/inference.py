@@ -55,22 +55,39 @@ class Autocast(torch.nn.Module):
             return _as_float(self.module(*args, **kwargs))
 
 
+#: Box prompts decoded per mask-decoder call, by device type. SAM's decoder copies the image
+#: embedding for every prompt, so its work is linear in prompts (3.6 GFLOP each for LiteMedSAM);
+#: on a CPU a call of 8 prompts moves tensors far larger than the cache and was measured 1.5x
+#: slower than four calls of 2 (``loclens bench``, boxes stage; BENCHMARKS.md). A GPU takes all.
+DECODER_CHUNK = {"cpu": 2}
+
+
+def decoder_chunk(device: torch.device, n: int) -> int:
+    return DECODER_CHUNK.get(device.type, n) or n
+
+
 def decode_boxes(
     net, embedding: torch.Tensor, boxes: torch.Tensor, device: torch.device, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All N boxes (N x 4, in the model's input frame) of one image in one mask-decoder call of
-    a SAM-style network: the decoder repeats the (1, C, h, w) embedding per box itself.
-    Prompt and positional encodings are computed in float32 (bf16 would blur the sin/cos of
-    box coordinates); the decoder runs under ``autocast``. Returns low-resolution mask logits
-    (N, 1, h', w') and predicted IoU (N), as float32."""
-    sparse, dense = net.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
+    """All N boxes (N x 4, in the model's input frame) of one image through a SAM-style
+    network's mask decoder, in calls of :func:`decoder_chunk` boxes (the decoder repeats the
+    (1, C, h, w) embedding per box itself). Prompt and positional encodings are computed in
+    float32 (bf16 would blur the sin/cos of box coordinates); the decoder runs under
+    ``autocast``. Returns low-resolution mask logits (N, 1, h', w') and predicted IoU (N), as
+    float32."""
     image_pe = net.prompt_encoder.get_dense_pe()
-    with autocast(device, precision):
-        logits, iou = net.mask_decoder(
-            image_embeddings=embedding,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-    return logits.float(), iou.float()[:, 0]
+    step = max(1, decoder_chunk(device, len(boxes)))
+    logits, iou = [], []
+    for start in range(0, len(boxes), step):
+        sparse, dense = net.prompt_encoder(points=None, boxes=boxes[start : start + step, None, :], masks=None)
+        with autocast(device, precision):
+            chunk_logits, chunk_iou = net.mask_decoder(
+                image_embeddings=embedding,
+                image_pe=image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+        logits.append(chunk_logits.float())
+        iou.append(chunk_iou.float()[:, 0])
+    return torch.cat(logits), torch.cat(iou)
