@@ -252,6 +252,8 @@ def _method_section(manifest: dict) -> list[str]:
         *[f"- `*_{kind}`: {text}." for kind, text in VIEW_DESCRIPTIONS.items()],
         f"- The blend is {outside}. Unicolor colour `c` = {render['unicolor']}; multicolor palette cycles over "
         f"{len(render['palette'])} colours.",
+        f"- Views are PNG (\"Up\" row filter, deflate level {render['png_compress_level']} by "
+        f"{render.get('png_deflate', 'zlib')}); byte-identical for the same config, seed and deflate library.",
         f"- Blend weight `a ~ N({alpha['mean']}, {alpha['std']})`, clipped to [{alpha['min']}, {alpha['max']}], drawn "
         f"once per image and segmenter from `(seed, image_id, segmenter)` with seed **{manifest['seed']}**, so views do "
         "not depend on sharding or order; the value is in the `alpha` column.",

@@ -10,6 +10,7 @@ from ..atomic import TMP_PREFIX
 from ..ingest import check_accounting
 from ..provenance import config_hash, package_version
 from ..stages import build_hash, enabled_segmenters
+from ..lens import png_deflate
 from .card import write_card
 from .manifest import REJECTS_DIR, dataset_entry, write_manifest
 from .shards import read_mask_cache
@@ -63,7 +64,7 @@ def build_settings(config: dict, mask_paths: list[str]) -> dict:
         "limit_images": config["limit_images"],
         "segment": {s: config["segment"][s] for s in enabled_segmenters(config)},
         "segmenters": segmenter_infos(mask_paths),
-        "render": config["render"],
+        "render": {**config["render"], "png_deflate": png_deflate()},
     }
 
 
