@@ -238,6 +238,7 @@ def boxes_stage(spec: dict) -> dict:
             t8x1 = min(t8x1, timed(lambda: [segmenter.decode(enc, b[None]) for b in bx]))
         one, batched, single = one + t1, batched + t8, single + t8x1
     enc1 = best[1] if 1 in best else min(best.values())
+    flops_1, flops_8 = (decoder_gflop(segmenter, encoded[0], boxes[0][:k]) for k in (1, 8))
     figures.update(
         {
             "decode_1_prompt_s": one / n,
@@ -249,9 +250,23 @@ def boxes_stage(spec: dict) -> dict:
             "one_at_a_time_vs_batched": single / batched,
             # Segmenting an image with 8 boxes vs with 1 (one encoder pass either way).
             "image_8_vs_1_prompt": (enc1 + batched / n) / (enc1 + one / n),
+            # The work itself (matmul and convolution FLOPs counted by torch): the floor of
+            # the time ratio wherever the decoder is compute-bound, as on a CPU.
+            "decoder_gflop_1_prompt": flops_1,
+            "decoder_gflop_8_prompts": flops_8,
+            "decoder_flop_ratio_8_vs_1": flops_8 / flops_1,
         }
     )
     return figures
+
+
+def decoder_gflop(segmenter, encoded, boxes) -> float:
+    """GFLOPs of one ``decode`` call, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        segmenter.decode(encoded, boxes)
+    return counter.get_total_flops() / 1e9
 
 
 @stage("render", imports=("loclens.ingest", "loclens.release.shards", "loclens.stages"))
