@@ -133,9 +133,10 @@ def run_naive(seg, rows: list[dict], cfg: dict) -> int:
 
 
 def measure(name: str, family: str, cfg: dict, mode: str, rows: list[dict], device: str) -> dict:
-    precision = "bf16" if mode == "ours" else "fp32"
     t0 = time.perf_counter()
-    seg = build_segmenter(family, cfg, device, precision=precision)
+    # Ours: each backend's default precision (the pipeline's); naive: fp32 everywhere.
+    seg = build_segmenter(family, cfg, device, precision=None if mode == "ours" else "fp32")
+    precision = seg.precision
     if not device.startswith("cuda"):
         precision = "fp32"  # bf16 autocast is for CUDA only
     if mode == "naive" and getattr(seg, "automatic", False):

