@@ -33,6 +33,12 @@ def litemedsam():
     return LiteMedSAM(device="cpu")
 
 
+#: Segment jobs on one thread each: on a 2-core machine two jobs then run side by side, so one
+#: job's model loading overlaps the other's inference (the workflow's default gives a segment
+#: job every core, which serialises them).
+SEGMENT_ONE_THREAD = ("--set-threads", "segment=1")
+
+
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real workflow (this repo's Snakefile) with ``workdir`` as working directory."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
@@ -170,9 +176,9 @@ def train_release(tmp_path_factory, vqa_rad_root) -> Path:
     config["datasets"] = {"vqa_rad": {"path": str(vqa_rad_root)}}
     config["limit_images"] = 5
     config["release"]["rows_per_shard"] = 2
-    config["segment"]["images_per_shard"] = 5
+    config["segment"]["images_per_shard"] = 3  # two segment jobs, run side by side
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "--cores", "2")
+    run_snakemake(workdir, "--configfile", str(workdir / "config.yaml"), "--cores", "2", *SEGMENT_ONE_THREAD)
     return workdir
 
 

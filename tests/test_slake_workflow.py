@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, run_snakemake
+from conftest import REPO, SEGMENT_ONE_THREAD, run_snakemake
 from loclens.schema import FEATURES
 from loclens.segment import rle
 from slake_tree import CLASS_NAMES, IMAGES, N_CHINESE, N_MALFORMED, N_RECORDS, build_slake_tree, expert_label_maps
@@ -33,7 +33,7 @@ def release(tmp_path_factory, vqa_rad_root) -> Path:
     config["release"]["rows_per_shard"] = 2
     cfg = workdir / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
+    run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2", *SEGMENT_ONE_THREAD)
     return workdir / "results" / "release"
 
 

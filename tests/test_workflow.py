@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from loclens.schema import FEATURES, IMAGE_COLUMNS, VIEW_COLUMNS
-from conftest import REPO, run_snakemake
+from conftest import REPO, SEGMENT_ONE_THREAD, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def _jobs(dry_run_output: str) -> dict[str, int]:
 def build(tmp_path_factory, vqa_rad_root):
     workdir = tmp_path_factory.mktemp("build")
     cfg = _write_config(workdir, vqa_rad_root)
-    run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2")
+    run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2", *SEGMENT_ONE_THREAD)
     return workdir, cfg
 
 
@@ -123,12 +123,12 @@ def test_same_config_gives_byte_identical_shards(build, tmp_path):
     shutil.copytree(workdir, second, symlinks=True,
                     ignore=lambda d, names: [n for n in names if Path(d) == workdir / "results" and n in ("release", "qc")])
     shard = "results/segment/vqa_rad/medsam/shard-00000.parquet"
-    run_snakemake(second, "--configfile", str(second / cfg.name), "--cores", "2", "--force", shard)
+    run_snakemake(second, "--configfile", str(second / cfg.name), "--cores", "2", *SEGMENT_ONE_THREAD, "--force", shard)
     assert (second / shard).stat().st_mtime_ns != (workdir / shard).stat().st_mtime_ns  # really recomputed
     columns = ["image_id", "masks"]  # the cache's timing columns differ from run to run
     assert pq.read_table(second / shard, columns=columns).equals(pq.read_table(workdir / shard, columns=columns))
 
-    run_snakemake(second, "--configfile", str(second / cfg.name), "--cores", "2")
+    run_snakemake(second, "--configfile", str(second / cfg.name), "--cores", "2", *SEGMENT_ONE_THREAD)
     first_hashes = _shard_hashes(workdir / "results" / "release")
     assert first_hashes and first_hashes == _shard_hashes(second / "results" / "release")
     assert (workdir / "results/release/manifest.json").read_text() == (second / "results/release/manifest.json").read_text()
