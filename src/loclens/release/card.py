@@ -202,7 +202,8 @@ def _settings_text(segmenter: str, cfg: dict) -> str:
         clauses.append(_key_values(scalars))
     for name, group in sorted(groups.items()):
         if group:
-            label = "architecture override" if name == "arch" else name
+            label = ("architecture override" if name == "arch"
+                     else f"prompt source `{name}`" if name in (cfg.get("prompts") or []) else name)
             clauses.append(f"{label} ({_key_values(group)})")
     url = (cfg.get("download") or {}).get("url")
     if url:
