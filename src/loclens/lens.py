@@ -82,7 +82,7 @@ def _png_chunk(tag: bytes, data: bytes) -> bytes:
 
 
 #: Deflate levels of ISA-L (the config schema's render.png_compress_level range).
-PNG_LEVELS = range(0, 4)
+PNG_LEVELS = range(isal_zlib.ISAL_BEST_SPEED, isal_zlib.ISAL_BEST_COMPRESSION + 1)
 
 
 def png_deflate() -> str:
@@ -99,8 +99,8 @@ def png_bytes(array: np.ndarray, compress_level: int) -> bytes:
     Pillow tries four filters on every row and keeps the best; on radiographs and their views
     "Up" alone gives the same size (within 1%) and encoding is 2-3x faster (BENCHMARKS.md).
     Deflate was then a third of the render stage: ISA-L at level 1 compresses a VQA-RAD view
-    5x faster than zlib at level 1, and smaller. Deterministic for a given ISA-L version
-    (recorded in the manifest: ``build.render.png_deflate``)."""
+    4-5x faster than zlib at level 1, and smaller (benchmarks/cpu_micro.py). Deterministic for
+    a given ISA-L version (recorded in the manifest: ``build.render.png_deflate``)."""
     if compress_level not in PNG_LEVELS:
         raise ValueError(f"png_bytes: compress level {compress_level}; ISA-L levels are {list(PNG_LEVELS)}")
     array = np.ascontiguousarray(array, dtype=np.uint8)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ..atomic import TMP_PREFIX
 from ..ingest import check_accounting
+from ..lens import png_deflate
 from ..provenance import config_hash, package_version
 from ..stages import build_hash, enabled_segmenters
-from ..lens import png_deflate
 from .card import write_card
 from .manifest import REJECTS_DIR, dataset_entry, write_manifest
 from .shards import read_mask_cache

