@@ -105,6 +105,10 @@ def render_masks(wildcards):
     return {s: segment_caches(wildcards.dataset, shard["segment_shards"], s) for s in SEGMENTERS}
 
 
+def render_views_from(wildcards):
+    return [RELEASE / f for f in release_shard(wildcards).get("views_from", {})]
+
+
 def render_masks_args(wildcards):
     args = []
     for seg, paths in render_masks(wildcards).items():

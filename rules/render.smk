@@ -7,6 +7,9 @@ rule render:
         unpack(render_masks),
         records=INGEST / "{dataset}" / "records.jsonl",
         plan=INGEST / "{dataset}" / "plan.json",
+        # Shards that render views of this shard's images first (an image in two splits):
+        # their rows' views are copied, not rendered again.
+        views=render_views_from,
     output:
         RELEASE / "{dataset}" / "{split}-{index}-of-{total}.parquet",
     params:
@@ -15,6 +18,7 @@ rule render:
         seed=config["seed"],
         config_hash=lambda w: stages.build_hash(config, w.dataset),
         shard=lambda w: f"{w.split}-{w.index}-of-{w.total}.parquet",
+        release=RELEASE,
     log:
         LOGS / "render" / "{dataset}" / "{split}-{index}-of-{total}.log",
     conda:
@@ -22,4 +26,4 @@ rule render:
     shell:
         "loclens render --records {input.records:q} --plan {input.plan:q} --shard {params.shard} {params.masks}"
         " --settings {params.settings:q} --seed {params.seed} --config-hash {params.config_hash}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output:q} --release-dir {params.release:q} > {log:q} 2>&1"

@@ -118,7 +118,7 @@ def build_release(root: Path, config: dict, masks: list[Path] | None = None) -> 
     with the same library calls the workflow's rules make."""
     from loclens.ingest import ensure_sample, run_ingest, shard_rows
     from loclens.release.finalize import finalize_release
-    from loclens.release.shards import read_mask_cache, render_shard
+    from loclens.release.shards import read_mask_cache, render_shard, rendered_views
     from loclens.segment.run import run_segment_shard
     from loclens.stages import build_hash
 
@@ -136,7 +136,7 @@ def build_release(root: Path, config: dict, masks: list[Path] | None = None) -> 
     for shard in plan["release_shards"]:
         rows = shard_rows(records, shard["image_ids"], shard["split"])
         render_shard(rows, {"medsam": caches}, [info], config["render"], config["seed"], build_hash(config, name),
-                     release / shard["file"])
+                     release / shard["file"], rendered_views(shard, release))
     finalize_release(release, [ingest / name / "plan.json"], config, [str(m) for m in masks])
     return BuiltRelease(root, config, release, ingest, masks)
 

@@ -188,3 +188,48 @@ def test_encoder_batch_is_chosen_by_device():
     assert run.encoder_batch(torch.device("cpu")) == run.ENCODER_BATCH["cpu"]
     assert run.encoder_batch("cuda:1") == run.ENCODER_BATCH["cuda"]
     assert run.encoder_batch("mps") == 1
+
+
+def test_plan_copies_views_of_an_image_in_two_splits_from_the_first_shard_that_renders_it():
+    from loclens.ingest import make_plan
+
+    rows = [{"image_id": i, "split": s} for s, ids in (("train", "abcd"), ("test", "bce")) for i in ids]
+    plan = make_plan("x", rows, images_per_shard=2, rows_per_shard=2)
+    views_from = {s["file"]: s["views_from"] for s in plan["release_shards"]}
+    # Splits are planned in name order: test renders b, c, e; train copies b and c.
+    assert views_from == {
+        "x/test-00000-of-00002.parquet": {},
+        "x/test-00001-of-00002.parquet": {},
+        "x/train-00000-of-00002.parquet": {"x/test-00000-of-00002.parquet": ["b"]},
+        "x/train-00001-of-00002.parquet": {"x/test-00000-of-00002.parquet": ["c"]},
+    }
+
+
+def test_rendered_views_reads_each_row_group_once_and_returns_the_rows_fields(tmp_path, monkeypatch):
+    n = 3 * shards.ROW_GROUP_ROWS + 5
+    rows = [_row(i) for i in range(n)]
+    path = tmp_path / "test-00000-of-00001.parquet"
+    shards.write_shard(path, iter(rows))
+    wanted = [r["image_id"] for r in rows[::3]]
+    reads = []
+    original = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, g, **kw: reads.append((g, tuple(kw.get("columns") or ()))) or original(self, g, **kw))
+    views = shards.rendered_views({"views_from": {path.name: wanted}}, tmp_path)
+    reads.clear()  # the index read only image_id
+    by_id = {r["image_id"]: r for r in pq.read_table(path).to_pylist()}  # as stored (float32 scores)
+    for image_id in wanted:
+        got = views.get(image_id)
+        row = by_id[image_id]
+        assert got["views"] == {c: row[c] for c in VIEW_COLUMNS} and got["image"] == row["image"]
+        assert got["alpha"] == row["alpha"] and got["masks"] == row["masks"]
+        assert got["masked_from"] == row["provenance"]["masked_from"]
+    assert [g for g, _ in reads] == [0, 1, 2, 3]  # one read per row group, in order
+    assert all("qa" not in columns for _, columns in reads)  # only the rendered columns
+    assert rows[1]["image_id"] not in views
+
+
+def test_rendered_views_names_the_shard_that_lacks_a_planned_image(tmp_path):
+    path = tmp_path / "test-00000-of-00001.parquet"
+    shards.write_shard(path, iter([_row(0)]))
+    with pytest.raises(ValueError, match=r"test-00000-of-00001\.parquet: .*'id9999'.*re-render"):
+        shards.rendered_views({"views_from": {path.name: ["id0000", "id9999"]}}, tmp_path)

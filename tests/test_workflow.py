@@ -6,6 +6,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -13,7 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from loclens.config import validate
 from loclens.schema import FEATURES, IMAGE_COLUMNS, VIEW_COLUMNS
+from loclens.stages import build_hash
 from conftest import REPO, SEGMENT_ONE_THREAD, run_snakemake
 
 pytestmark = pytest.mark.slow
@@ -132,6 +136,36 @@ def test_same_config_gives_byte_identical_shards(build, tmp_path):
     first_hashes = _shard_hashes(workdir / "results" / "release")
     assert first_hashes and first_hashes == _shard_hashes(second / "results" / "release")
     assert (workdir / "results/release/manifest.json").read_text() == (second / "results/release/manifest.json").read_text()
+
+
+def test_views_copied_from_the_other_split_equal_a_fresh_render(build, tmp_path):
+    """An image with QA in both official splits has a row in each split; the later shard
+    copies the views the earlier one rendered (the plan's views_from). Rendering those shards
+    again with nothing to copy gives the same bytes."""
+    workdir, cfg = build
+    results = workdir / "results"
+    plan = json.loads((results / "ingest" / "vqa_rad" / "plan.json").read_text())
+    copying = [s for s in plan["release_shards"] if s["views_from"]]
+    assert copying, "the 3 real images include ones with QA in both splits"
+    rows = {s["file"]: set(s["image_ids"]) for s in plan["release_shards"]}
+    for shard in copying:
+        for source, ids in shard["views_from"].items():
+            assert set(ids) <= rows[source] & set(shard["image_ids"])
+        shard["views_from"] = {}
+    fresh_plan = tmp_path / "plan.json"
+    fresh_plan.write_text(json.dumps(plan))
+    config = validate(yaml.safe_load(cfg.read_text()))
+    caches = ",".join(str(p) for p in sorted((results / "segment" / "vqa_rad" / "medsam").glob("shard-*.parquet")))
+    for shard in copying:
+        name = shard["file"].split("/")[-1]
+        subprocess.run(
+            [sys.executable, "-m", "loclens.cli", "render", "--records", str(results / "ingest" / "vqa_rad" / "records.jsonl"),
+             "--plan", str(fresh_plan), "--shard", name, "--masks", f"medsam={caches}",
+             "--settings", json.dumps(config["render"]), "--seed", str(config["seed"]),
+             "--config-hash", build_hash(config, "vqa_rad"), "--out", str(tmp_path / name)],
+            check=True, capture_output=True,
+        )
+        assert (tmp_path / name).read_bytes() == (results / "release" / shard["file"]).read_bytes(), name
 
 
 def test_lint_is_clean():

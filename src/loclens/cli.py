@@ -116,7 +116,7 @@ def cmd_fetch_checkpoint(args) -> int:
 
 def cmd_render(args) -> int:
     from .ingest import shard_rows
-    from .release.shards import render_shard
+    from .release.shards import render_shard, rendered_views
 
     plan = json.loads(Path(args.plan).read_text())
     shard = next((s for s in plan["release_shards"] if s["file"].endswith("/" + args.shard)), None)
@@ -124,8 +124,12 @@ def cmd_render(args) -> int:
         raise SystemExit(f"{args.plan}: no release shard named {args.shard}")
     rows = shard_rows(args.records, shard["image_ids"], shard["split"])
     caches, infos = _mask_caches(args.masks)
-    n = render_shard(rows, caches, infos, args.settings, args.seed, args.config_hash, args.out)
-    print(f"{args.out}: {n} rows")
+    # Shards sit at <release>/<dataset>/<file>; the plan names the shards it copies views from
+    # relative to <release>.
+    release_dir = Path(args.release_dir) if args.release_dir else Path(args.out).parent.parent
+    rendered = rendered_views(shard, release_dir)
+    n = render_shard(rows, caches, infos, args.settings, args.seed, args.config_hash, args.out, rendered)
+    print(f"{args.out}: {n} rows ({sum(len(v) for v in shard.get('views_from', {}).values())} with views copied from earlier shards)")
     return 0
 
 
@@ -364,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--config-hash", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--release-dir", help="folder of the plan's shard files (default: two levels above --out), "
+                   "where the shards this one copies views from (the plan's views_from) are")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("release", help="write the manifest and dataset card of a release")

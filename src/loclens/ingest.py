@@ -90,21 +90,37 @@ def make_plan(dataset: str, rows: list[dict], images_per_shard: int, rows_per_sh
     segment_shards = _chunks(image_ids, images_per_shard)
     seg_of = {iid: k for k, shard in enumerate(segment_shards) for iid in shard}
     release = []
+    rendered_in: dict[str, str] = {}  # image_id -> the first release shard that renders its views
     for split in sorted({r["split"] for r in rows}):
         split_ids = [r["image_id"] for r in rows if r["split"] == split]
         chunks = _chunks(split_ids, rows_per_shard)
         for index, ids in enumerate(chunks):
+            file = f"{dataset}/{shard_name(split, index, len(chunks))}"
             release.append(
                 {
                     "split": split,
                     "index": index,
                     "total": len(chunks),
-                    "file": f"{dataset}/{shard_name(split, index, len(chunks))}",
+                    "file": file,
                     "image_ids": ids,
                     "segment_shards": sorted({seg_of[i] for i in ids}),
+                    "views_from": _views_from(ids, rendered_in),
                 }
             )
+            rendered_in.update({i: file for i in ids if i not in rendered_in})
     return {"dataset": dataset, "segment_shards": segment_shards, "release_shards": release}
+
+
+def _views_from(ids: list[str], rendered_in: dict[str, str]) -> dict[str, list[str]]:
+    """Images of a shard whose views an earlier shard already renders (an image with QA in
+    two splits has a row in each), grouped by that shard: the render job copies those rows'
+    views instead of rendering them again. Views depend only on the image, its masks, the
+    seed and the render settings, so the copy is the same bytes a second render would give."""
+    out: dict[str, list[str]] = {}
+    for i in ids:
+        if i in rendered_in:
+            out.setdefault(rendered_in[i], []).append(i)
+    return out
 
 
 def run_ingest(dataset: str, config: dict, out_dir) -> dict:

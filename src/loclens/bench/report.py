@@ -138,7 +138,8 @@ def _stage_rows(stages: dict) -> list[list]:
             rows.append([key, f["images_per_s"], f["s_per_image"],
                          f"segment {num(f['segment_seconds'] / f['images'])} + render {num(f['render_seconds'] / f['images'])} s/img (PNG files)"])
         elif kind == "render":
-            rows.append([key, 1 / f["render_s_per_row"], f["render_s_per_row"], f"render {num(f['render_mpix_per_s'])} Mpix/s; stage {num(f['s_per_row'])} s/row incl. Parquet"])
+            rows.append([key, 1 / f["render_s_per_row"], f["render_s_per_row"], f"render {num(f['render_mpix_per_s'])} Mpix/s; stage {num(f['s_per_row'])} s/row incl. Parquet; "
+                         f"{f.get('rows_with_copied_views', 0)} of {f['rows']} rows copy views rendered for another split"])
             rows.append(["parquet write (render stage)", "", "", f"{num(f['write_mb_per_s'])} MB/s, {num(f['release_mb'])} MB"])
         elif kind == "release":
             rows.append([key, 1 / f["s_per_row"], f["s_per_row"], "dataset card (view counts) + manifest (sha256 of shards), per row"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ from .. import lens
 from ..atomic import atomic_path
 from ..imageio import load_rgb, read_bytes
 from ..provenance import package_version
-from ..schema import BLEND_KINDS, FEATURES, MASKED_VIEW, SEGMENTERS, UNCOMPRESSED_COLUMNS, arrow_schema
+from ..schema import BLEND_KINDS, FEATURES, MASKED_VIEW, SEGMENTERS, UNCOMPRESSED_COLUMNS, VIEW_COLUMNS, arrow_schema
 
 #: Parquet row groups hold this many rows: image rows are large, so groups stay a few MB and
 #: readers can stream a shard without loading it whole.
@@ -154,14 +155,73 @@ def write_shard(path, rows: Iterable[dict]) -> int:
     return n
 
 
-def release_rows(rows: list[dict], caches: dict, infos: list[dict], render_cfg: dict, seed: int, config_hash: str) -> Iterator[dict]:
-    """The shard's release rows in image_id order, rendered one at a time as they are consumed."""
+class RenderedViews:
+    """The rendered part of rows already written to other release shards of the build (the
+    plan's ``views_from``), read back instead of rendered twice. Rows are looked up by
+    image_id; the row group last read is kept per shard, and since shards are written and
+    read in image_id order each row group is read once. Memory: one row group per source."""
+
+    COLUMNS = ("image_id", "image", *VIEW_COLUMNS, "alpha", "masks", "provenance")
+
+    def __init__(self, sources: dict[Path, list[str]]):
+        self._where: dict[str, tuple[Path, int]] = {}
+        self._files = {path: pq.ParquetFile(path) for path in sources}
+        self._cached: dict[Path, tuple[int, dict[str, dict]]] = {}
+        for path, ids in sources.items():
+            found = self._index(path)
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise ValueError(f"{path}: the plan says this shard renders the views of {missing[:3]} "
+                                 f"({len(missing)} images) but it has no row for them; re-render it")
+            self._where.update({i: (path, found[i]) for i in ids})
+
+    def _index(self, path: Path) -> dict[str, int]:
+        f = self._files[path]
+        return {
+            image_id: g
+            for g in range(f.num_row_groups)
+            for image_id in f.read_row_group(g, columns=["image_id"]).column("image_id").to_pylist()
+        }
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._where
+
+    def get(self, image_id: str) -> dict:
+        """The row's rendered fields, in ``render_row``'s shape."""
+        path, group = self._where[image_id]
+        if self._cached.get(path, (None,))[0] != group:
+            table = self._files[path].read_row_group(group, columns=list(self.COLUMNS))
+            self._cached[path] = (group, {r["image_id"]: r for r in table.to_pylist()})
+        row = self._cached[path][1][image_id]
+        return {
+            "image": row["image"],
+            "views": {c: row[c] for c in VIEW_COLUMNS},
+            "alpha": row["alpha"],
+            "masks": row["masks"],
+            "masked_from": row["provenance"]["masked_from"],
+        }
+
+
+NO_RENDERED_VIEWS = RenderedViews({})
+
+
+def release_rows(rows: list[dict], caches: dict, infos: list[dict], render_cfg: dict, seed: int, config_hash: str,
+                 rendered: RenderedViews = NO_RENDERED_VIEWS) -> Iterator[dict]:
+    """The shard's release rows in image_id order, rendered one at a time as they are consumed
+    (or copied from ``rendered`` where an earlier shard rendered the image)."""
     for r in sorted(rows, key=lambda r: r["image_id"]):
-        yield build_row(r, render_row(r, caches, render_cfg, seed), config_hash, seed, infos)
+        views = rendered.get(r["image_id"]) if r["image_id"] in rendered else render_row(r, caches, render_cfg, seed)
+        yield build_row(r, views, config_hash, seed, infos)
 
 
-def render_shard(rows: list[dict], caches: dict, infos: list[dict], render_cfg: dict, seed: int, config_hash: str, out_path) -> int:
-    return write_shard(out_path, release_rows(rows, caches, infos, render_cfg, seed, config_hash))
+def render_shard(rows: list[dict], caches: dict, infos: list[dict], render_cfg: dict, seed: int, config_hash: str, out_path,
+                 rendered: RenderedViews = NO_RENDERED_VIEWS) -> int:
+    return write_shard(out_path, release_rows(rows, caches, infos, render_cfg, seed, config_hash, rendered))
 
 
-__all__ = ["render_shard", "release_rows", "write_shard", "parquet_options", "read_mask_cache", "FEATURES"]
+def rendered_views(shard: dict, release_dir: Path) -> RenderedViews:
+    """The plan shard's ``views_from`` (shard files relative to the release folder) opened."""
+    return RenderedViews({Path(release_dir) / f: ids for f, ids in shard.get("views_from", {}).items()})
+
+
+__all__ = ["render_shard", "release_rows", "rendered_views", "RenderedViews", "write_shard", "parquet_options", "read_mask_cache", "FEATURES"]
