@@ -8,7 +8,9 @@ optimised"). Best of interleaved rounds; prints seconds and the speed-up.
   (what ``LiteMedSAM`` loads), at 1 and 2 torch threads;
 - decoder: 8 box prompts in one mask-decoder call vs calls of ``DECODER_CHUNK["cpu"]``;
 - threshold: ``sigmoid(x) > t`` vs ``x > logit(t)`` over 8 masks at the image's size;
-- deflate: zlib vs ISA-L at level 1 on one Up-filtered RGB view of the image.
+- deflate: zlib vs ISA-L at level 1 on one Up-filtered RGB view of the image;
+- blends of a grey image: one table gather per channel vs one 4-byte gather per pixel (what
+  ``lens.apply_tables`` does when the channels are equal), each with its PNG encoding.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from isal import isal_zlib
 from PIL import Image
 
+from loclens import lens
 from loclens.segment.checkpoints import read_state_dict
 from loclens.segment.inference import DECODER_CHUNK, decode_boxes
 from loclens.segment.litemedsam import LiteMedSAM
@@ -106,6 +109,29 @@ def main() -> None:
         "isal": lambda: isal_zlib.compress(data, 1),
     }))
     print(f"{'':<34} zlib {len(zlib.compress(data, 1))} bytes, isal {len(isal_zlib.compress(data, 1))} bytes")
+
+    # The first grey image of the folder (302 of 315 are; the first one is not). Three nested
+    # boxes stand in for masks (the blend's cost does not depend on their shape).
+    files = sorted((Path(args.vqa_rad) / "VQA_RAD Image Folder").iterdir())
+    image = next(a for a in (np.asarray(Image.open(f).convert("RGB")) for f in files) if lens.is_grey(a))
+    h, w = image.shape[:2]
+    labels = np.zeros((h, w), np.int32)
+    for k, f in enumerate((0.6, 0.4, 0.2), start=1):
+        labels[int(h * (1 - f) / 2) : int(h * (1 + f) / 2), int(w * (1 - f) / 2) : int(w * (1 + f) / 2)] = k
+    cfg = {"unicolor": [255, 0, 0], "palette": [[230, 25, 75], [60, 180, 75], [255, 225, 25]], "outside": "paper"}
+
+    def views(grey):
+        uni = lens.unicolor(image, labels, 0.5, cfg["unicolor"], cfg["outside"], grey)
+        multi = lens.multicolor(image, labels, 0.5, cfg["palette"], cfg["outside"], grey)
+        return uni, multi, lens.png_bytes(uni, 1), lens.png_bytes(multi, 1)
+
+    grey = lens.is_grey(image)
+    show("2 blends + PNG, grey image", best_of(args.rounds, {
+        "per channel": lambda: views(False),
+        "one gather": lambda: views(None),  # detects the grey channels itself, as the renderer does
+    }))
+    same = all(np.array_equal(a, b) for a, b in zip(views(False), views(None)))
+    print(f"{'':<34} {w}x{h}, channels equal: {grey}; identical views and PNG bytes: {same}")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ wildcard_constraints:
     index="[0-9]{5}",
     total="[0-9]{5}",
     filename="[^/]+",
-    lens="none|(sam|medsam|expert)(\+(sam|medsam|expert))*",
+    lens=r"none|(sam|medsam|expert)(\+(sam|medsam|expert))*",
     loss="dcl|infonce",
     shuffle="on|off",
     seed="[0-9]+",

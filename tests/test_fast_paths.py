@@ -43,10 +43,13 @@ def paper_blend(image, labels, colours, alpha, outside):
     k=st.integers(1, 12),
     alpha=st.floats(0.0, 1.0),
     outside=st.sampled_from(["paper", "keep"]),
+    grey=st.booleans(),
 )
-def test_table_blends_equal_the_float_formula(seed, h, w, k, alpha, outside):
+def test_table_blends_equal_the_float_formula(seed, h, w, k, alpha, outside, grey):
     rng = np.random.default_rng(seed)
-    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    image = rng.integers(0, 256, (h, w, 1 if grey else 3), dtype=np.uint8)
+    image = np.repeat(image, 3, axis=2) if grey else image  # grey: the one-gather path
+    assert lens.is_grey(image) == (grey or bool(np.ptp(image.astype(int), axis=2).max() == 0))
     labels = rng.integers(0, k + 1, (h, w)).astype(np.int32)
     alpha = float(np.float32(alpha))  # draw_alpha returns float32 values
     palette = rng.integers(0, 256, (5, 3)).tolist()
@@ -67,6 +70,11 @@ def test_png_writer_round_trips_exactly_and_deterministically(seed, h, w, grey, 
         assert im.format == "PNG" and im.mode == ("L" if grey else "RGB")
         assert np.array_equal(np.asarray(im), array)
     assert lens.png_bytes(array.copy(), level) == data
+    # A strided view (as the grey blend path returns) encodes to the same bytes.
+    padded = np.zeros(array.shape[:2] + (array.shape[2] + 1 if array.ndim == 3 else 2,), np.uint8)
+    padded[..., : (array.shape[2] if array.ndim == 3 else 1)] = array if array.ndim == 3 else array[..., None]
+    strided = padded[..., :3] if array.ndim == 3 else padded[..., 0]
+    assert (not strided.flags.c_contiguous or w == 1) and lens.png_bytes(strided, level) == data
 
 
 def test_png_writer_rejects_other_shapes():

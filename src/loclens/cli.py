@@ -290,6 +290,8 @@ def cmd_bench(args) -> int:
         max_prompts=args.max_prompts,
         repeats=args.repeats,
         box_images=args.box_images,
+        encoder_batches=args.encoder_batches,
+        train_samples=args.train_samples,
         scale_images=args.scale_images or [],
         scale_sides=args.scale_sides or [],
         workdir=Path(args.workdir) if args.workdir else None,
@@ -441,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompts", type=int, help="override segment.medsam.max_prompts")
     p.add_argument("--repeats", type=int, default=3, help="rounds of the micro-benchmarks (best is kept)")
     p.add_argument("--box-images", type=int, default=4, help="images of the box-decoding micro-benchmark")
+    p.add_argument("--encoder-batches", type=_int_list, help="encoder batch sizes the box stage compares (default: the device's list in loclens.bench.stages.ENCODER_BATCHES_TRIED)")
+    p.add_argument("--train-samples", type=int, default=32, help="samples the training reader is timed on")
     p.add_argument("--scale-images", type=_int_list, help="e.g. 8,32,64: cost and peak memory vs number of images")
     p.add_argument("--scale-sides", type=_int_list, help="e.g. 256,512,1024,2048: cost vs longest image side")
     p.add_argument("--workdir", help="keep the bench files here (default: a temporary folder, removed)")

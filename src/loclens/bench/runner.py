@@ -39,6 +39,10 @@ class BenchOptions:
     repeats: int = 3
     #: Images of the box-decoding micro-benchmark.
     box_images: int = 4
+    #: Encoder batch sizes the box stage compares (None: stages.ENCODER_BATCHES_TRIED).
+    encoder_batches: list[int] | None = None
+    #: Samples the training reader is timed on.
+    train_samples: int = 32
     #: Numbers of images for the "cost vs number of images" table (empty: skip it).
     scale_images: list[int] = field(default_factory=list)
     #: Longest image sides for the "cost vs image size" table (empty: skip it).
@@ -135,7 +139,8 @@ def machine(device: str) -> dict:
 
 
 def _segment_spec(config: dict, opts: BenchOptions, variant: dict, stage: str) -> dict:
-    return {"stage": stage, "config": config, "device": opts.device, "repeats": opts.repeats, "box_images": opts.box_images, **variant}
+    return {"stage": stage, "config": config, "device": opts.device, "repeats": opts.repeats, "box_images": opts.box_images,
+            "encoder_batches": opts.encoder_batches, **variant}
 
 
 def missing_weights(config: dict, variant: dict) -> str | None:
@@ -183,7 +188,7 @@ def build_stages(opts: BenchOptions, work: Path, config: dict, variants: list[di
     results["release"] = run_stage(opts, work, "release", {"stage": "release", "config": config, "caches": caches})
     if full:
         results["parquet"] = run_stage(opts, work, "parquet", {"stage": "parquet", "repeats": opts.repeats})
-        results["train"] = run_stage(opts, work, "train", {"stage": "train", "config": config})
+        results["train"] = run_stage(opts, work, "train", {"stage": "train", "config": config, "samples": opts.train_samples})
     return results
 
 

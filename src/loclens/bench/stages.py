@@ -187,7 +187,7 @@ def boxes_stage(spec: dict) -> dict:
     cfg = segmenter_cfg(spec)
     segmenter = build_segmenter(spec["family"], cfg, device)
     _, records = plan_and_records(spec)
-    batches = ENCODER_BATCHES_TRIED["cuda" if device.startswith("cuda") else "cpu"]
+    batches = spec.get("encoder_batches") or ENCODER_BATCHES_TRIED["cuda" if device.startswith("cuda") else "cpu"]
     rows = unique_rows(records, max(spec.get("box_images", 4), max(batches)))
     loaded = [load_with_prompts(r, cfg) for r in rows]  # as the segment stage reads and prompts them
     images = [image for image, _ in loaded]

@@ -57,7 +57,7 @@ def prefetched(fn: Callable, items: Iterable, workers: int, ahead: int) -> Itera
 
 
 def mask_entry(segmenter, encoded: dict, score: float, label: str, prompt: Prompt | None, scale=(1.0, 1.0)) -> dict:
-    """One stored mask (schema.MASK_FEATURE) with the segmenter's provenance; ``scale`` =
+    """One stored mask (the `masks` struct of schema.FEATURES) with the segmenter's provenance; ``scale`` =
     (sy, sx) maps the prompt box from the reduced working image back to the image's pixels."""
     sy, sx = scale
     box = None

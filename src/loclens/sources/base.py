@@ -74,7 +74,7 @@ class QA:
     localization_rule: str | None = None
 
     def to_row(self) -> dict:
-        """The QA struct as stored in the release (see schema.QA_FEATURE)."""
+        """The QA struct as stored in the release (the `qa` struct of schema.FEATURES)."""
         row = {k: v for k, v in asdict(self).items() if k not in ("official_split", "extra")}
         row["extra"] = json.dumps(self.extra, sort_keys=True, ensure_ascii=False)
         return row
@@ -93,7 +93,7 @@ class ImageRecord:
     body_region: str | None
     qa: list[QA] = field(default_factory=list)
     # Expert annotations (SLAKE): boxes [{"label", "box": [x, y, w, h]}] become MedSAM prompts
-    # (prompt source ``expert``); masks are schema.MASK_FEATURE entries with segmenter ``expert``.
+    # (prompt source ``expert``); masks are entries of the `masks` struct of schema.FEATURES with segmenter ``expert``.
     expert_boxes: list[dict] = field(default_factory=list)
     expert_masks: list[dict] = field(default_factory=list)
 

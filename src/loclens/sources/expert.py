@@ -12,7 +12,7 @@ SLAKE, so every file is validated on load and a file that does not fit raises
   be empty. Boxes must have a positive size and lie inside the image (a margin of
   ``BOX_MARGIN`` pixels is tolerated and clipped: annotation tools round outwards).
 
-Expert masks become mask entries (``schema.MASK_FEATURE``) with segmenter ``expert``, one per
+Expert masks become mask entries (the ``masks`` struct of ``schema.FEATURES``) with segmenter ``expert``, one per
 class present, labelled with the organ name; their ``checkpoint_sha256`` is the sha256 of the
 ``mask.png`` they come from, so every mask names the file that produced it.
 """
