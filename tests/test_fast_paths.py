@@ -57,7 +57,11 @@ def test_table_blends_equal_the_float_formula(seed, h, w, k, alpha, outside, gre
     uni = lens.unicolor(image, labels, alpha, colour, outside)
     assert np.array_equal(uni, paper_blend(image, (labels > 0).astype(int), [(0, 0, 0), colour], alpha, outside))
     multi_colours = [(0, 0, 0)] + [palette[i % len(palette)] for i in range(max(int(labels.max()), 1))]
-    assert np.array_equal(lens.multicolor(image, labels, alpha, palette, outside), paper_blend(image, labels, multi_colours, alpha, outside))
+    multi = lens.multicolor(image, labels, alpha, palette, outside)
+    assert np.array_equal(multi, paper_blend(image, labels, multi_colours, alpha, outside))
+    # The renderer's path: both views from one table index.
+    both = lens.blend_views(image, labels, alpha, {"unicolor": colour, "palette": palette, "outside": outside})
+    assert np.array_equal(both["unicolor"], uni) and np.array_equal(both["multicolor"], multi)
 
 
 @settings(max_examples=30, deadline=None)
@@ -70,11 +74,6 @@ def test_png_writer_round_trips_exactly_and_deterministically(seed, h, w, grey, 
         assert im.format == "PNG" and im.mode == ("L" if grey else "RGB")
         assert np.array_equal(np.asarray(im), array)
     assert lens.png_bytes(array.copy(), level) == data
-    # A strided view (as the grey blend path returns) encodes to the same bytes.
-    padded = np.zeros(array.shape[:2] + (array.shape[2] + 1 if array.ndim == 3 else 2,), np.uint8)
-    padded[..., : (array.shape[2] if array.ndim == 3 else 1)] = array if array.ndim == 3 else array[..., None]
-    strided = padded[..., :3] if array.ndim == 3 else padded[..., 0]
-    assert (not strided.flags.c_contiguous or w == 1) and lens.png_bytes(strided, level) == data
 
 
 def test_png_writer_rejects_other_shapes():

@@ -58,34 +58,58 @@ def is_grey(image: np.ndarray) -> bool:
     return np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
 
 
-def apply_tables(image: np.ndarray, labels: np.ndarray, tables: np.ndarray, grey: bool | None = None) -> np.ndarray:
-    """Each pixel's channel value looked up in the table row of its label. ``grey``: whether
-    the image's channels are equal (checked when not given)."""
+def _table_index(image: np.ndarray, labels: np.ndarray, grey: bool) -> np.ndarray:
+    """Each pixel's offset into the flattened tables: its label's row, plus its grey value
+    when the channels are equal (otherwise each channel's value is added per channel)."""
     index = labels.astype(np.intp)
     index *= 256
-    if is_grey(image) if grey is None else grey:
-        # One gather of 4-byte RGB0 entries instead of three gathers of bytes (3.4x faster on
-        # a VQA-RAD view). The result is a view that skips the pad byte; png_bytes reads it as
-        # it is, without a copy.
+    if grey:
+        index += image[..., 0]
+    return index
+
+
+def _lookup(image: np.ndarray, index: np.ndarray, tables: np.ndarray, grey: bool) -> np.ndarray:
+    out = np.empty_like(image)
+    if grey:
+        # One gather of 4-byte RGB0 words per pixel instead of three gathers of bytes, then
+        # the three bytes copied out (2.4x faster than per channel on a VQA-RAD view,
+        # benchmarks/cpu_micro.py). The copy keeps the result contiguous: PNG filtering of a
+        # view with a pad byte to skip was 4x slower.
         rgb0 = np.zeros((tables.shape[0], 256, 4), np.uint8)
         rgb0[..., :3] = tables.transpose(0, 2, 1)
-        index += image[..., 0]
-        return np.take(rgb0.reshape(-1).view(np.uint32), index).view(np.uint8).reshape(*labels.shape, 4)[..., :3]
-    out = np.empty_like(image)
+        words = np.take(rgb0.reshape(-1).view(np.uint32), index).view(np.uint8).reshape(*index.shape, 4)
+        for c in range(3):
+            out[..., c] = words[..., c]
+        return out
     for c in range(image.shape[2]):
         out[..., c] = np.take(tables[:, c, :].ravel(), index + image[..., c])
     return out
 
 
+def apply_tables(image: np.ndarray, labels: np.ndarray, tables: np.ndarray, grey: bool | None = None) -> np.ndarray:
+    """Each pixel's channel value looked up in the table row of its label. ``grey``: whether
+    the image's channels are equal (checked when not given)."""
+    grey = is_grey(image) if grey is None else grey
+    return _lookup(image, _table_index(image, labels, grey), tables, grey)
+
+
+def _unicolor_colours(colour, n_masks: int) -> np.ndarray:
+    """Table rows of the unicolor view: outside, then the one colour for every mask label (so
+    it looks pixels up with the same index as the multicolor view)."""
+    return np.array([(0, 0, 0)] + [colour] * n_masks, dtype=np.float32)
+
+
+def _multicolor_colours(palette, n_masks: int) -> np.ndarray:
+    pal = np.asarray(palette, dtype=np.float32)
+    return np.vstack([np.zeros((1, 3), np.float32), pal[np.arange(n_masks) % len(pal)]])
+
+
 def unicolor(image: np.ndarray, labels: np.ndarray, alpha: float, colour, outside: str, grey: bool | None = None) -> np.ndarray:
-    colours = np.array([(0, 0, 0), colour], dtype=np.float32)
-    return apply_tables(image, labels > 0, blend_tables(colours, alpha, outside), grey)
+    return apply_tables(image, labels, blend_tables(_unicolor_colours(colour, int(labels.max())), alpha, outside), grey)
 
 
 def multicolor(image: np.ndarray, labels: np.ndarray, alpha: float, palette, outside: str, grey: bool | None = None) -> np.ndarray:
-    pal = np.asarray(palette, dtype=np.float32)
-    colours = np.vstack([np.zeros((1, 3), np.float32), pal[np.arange(int(labels.max())) % len(pal)]])
-    return apply_tables(image, labels, blend_tables(colours, alpha, outside), grey)
+    return apply_tables(image, labels, blend_tables(_multicolor_colours(palette, int(labels.max())), alpha, outside), grey)
 
 
 def masked(image: np.ndarray, union: np.ndarray) -> np.ndarray:
@@ -118,17 +142,15 @@ def png_bytes(array: np.ndarray, compress_level: int) -> bytes:
     a given ISA-L version (recorded in the manifest: ``build.render.png_deflate``)."""
     if compress_level not in PNG_LEVELS:
         raise ValueError(f"png_bytes: compress level {compress_level}; ISA-L levels are {list(PNG_LEVELS)}")
-    array = np.asarray(array, dtype=np.uint8)
+    array = np.ascontiguousarray(array, dtype=np.uint8)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
         raise ValueError(f"png_bytes: expected HxW or HxWx3 uint8, got shape {array.shape}")
     h, w = array.shape[:2]
-    filtered = np.empty((h, array[0].size + 1), np.uint8)
+    rows = array.reshape(h, -1)
+    filtered = np.empty((h, rows.shape[1] + 1), np.uint8)
     filtered[:, 0] = 2  # filter type "Up": each byte minus the byte above (mod 256)
-    # The scanlines as an array of the input's shape, so a strided input (a blend that skips a
-    # pad byte) is read in place, never copied first.
-    lines = filtered[:, 1:].reshape(array.shape)
-    lines[0] = array[0]
-    np.subtract(array[1:], array[:-1], out=lines[1:])
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
     colour_type = 2 if array.ndim == 3 else 0
     header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
     return (
@@ -157,7 +179,7 @@ def blend_views(image: np.ndarray, labels: np.ndarray, alpha: float, cfg: dict) 
     """The blended views from a ``label_map`` (the renderer computes it once per image and mask
     source, and reuses it for the masked view)."""
     grey = is_grey(image)
-    return {
-        "unicolor": unicolor(image, labels, alpha, cfg["unicolor"], cfg["outside"], grey),
-        "multicolor": multicolor(image, labels, alpha, cfg["palette"], cfg["outside"], grey),
-    }
+    n_masks = int(labels.max())
+    index = _table_index(image, labels, grey)  # one index for both views
+    colours = {"unicolor": _unicolor_colours(cfg["unicolor"], n_masks), "multicolor": _multicolor_colours(cfg["palette"], n_masks)}
+    return {kind: _lookup(image, index, blend_tables(c, alpha, cfg["outside"]), grey) for kind, c in colours.items()}

@@ -14,6 +14,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+# The prompt sources' image libraries, imported with the segment job rather than while its
+# first image is prompted (prompts.py defers them so that loading the workflow stays light).
+import scipy.ndimage  # noqa: F401
+import skimage.filters  # noqa: F401
+import skimage.measure  # noqa: F401
 from tqdm import tqdm
 
 from ..atomic import atomic_path
