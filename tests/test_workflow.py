@@ -23,15 +23,12 @@ from conftest import REPO, SEGMENT_ONE_THREAD, run_snakemake
 pytestmark = pytest.mark.slow
 
 
-def _write_config(workdir: Path, vqa_rad_root: Path, **overrides) -> Path:
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["datasets"] = {"sample": {"n_images": 4}, "vqa_rad": {"path": str(vqa_rad_root)}}
-    config["limit_images"] = 3
-    config["release"]["rows_per_shard"] = 2
-    config["segment"]["images_per_shard"] = 2
-    config.update(overrides)
+def _write_config(workdir: Path, train_config: Path) -> Path:
+    """The training tests' build configuration (conftest.train_release: 5 real VQA-RAD images)
+    with the sample dataset (4 phantoms) added."""
+    config = yaml.safe_load(train_config.read_text())
+    config["datasets"]["sample"] = {"n_images": 4}
     path = workdir / "config.yaml"
-    workdir.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -50,15 +47,28 @@ def _jobs(dry_run_output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory, vqa_rad_root):
-    workdir = tmp_path_factory.mktemp("build")
-    cfg = _write_config(workdir, vqa_rad_root)
-    run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2", *SEGMENT_ONE_THREAD)
-    return workdir, cfg
+def build(tmp_path_factory, train_release):
+    """A copy of the training tests' VQA-RAD build with a second dataset added: Snakemake keeps
+    the finished VQA-RAD jobs (the test below checks it), builds the sample's, and makes the
+    release and QC of both."""
+    workdir = tmp_path_factory.mktemp("build") / "work"
+    shutil.copytree(train_release, workdir, symlinks=True)
+    cfg = _write_config(workdir, train_release / "config.yaml")
+    proc = run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2", *SEGMENT_ONE_THREAD)
+    return workdir, cfg, proc
+
+
+def test_adding_a_dataset_reuses_the_finished_jobs_of_the_other(build, train_release):
+    workdir, _, _ = build
+    for sub in ("ingest/vqa_rad", "segment/vqa_rad", "release/vqa_rad"):
+        finished = sorted(p.relative_to(train_release) for p in (train_release / "results" / sub).rglob("*") if p.is_file())
+        assert finished, sub
+        for rel in finished:
+            assert (workdir / rel).stat().st_mtime_ns == (train_release / rel).stat().st_mtime_ns, f"{rel} was redone"
 
 
 def test_release_loads_with_datasets_and_decodes_every_image(build):
-    workdir, _ = build
+    workdir, _, _ = build
     release = workdir / "results" / "release"
     manifest = json.loads((release / "manifest.json").read_text())
     assert set(manifest["datasets"]) == {"sample", "vqa_rad"}
@@ -80,30 +90,40 @@ def test_release_loads_with_datasets_and_decodes_every_image(build):
     assert flat.features == FEATURES
     assert len(flat) == sum(len(vqa[s]) for s in vqa)
 
+    without_masks = {"sample": 0, "vqa_rad": 0}
     for config_name in ("sample", "vqa_rad"):
         ds = datasets.load_dataset(str(release), config_name)
         for split in ds:
             for row in ds[split]:
                 assert row["image"].size == (row["width"], row["height"])
+                # An image where the prompt source finds no box (one of the 5 real ones) has no
+                # masks, hence no views; the card counts it as "segmenter found no mask".
+                has_masks = bool(row["masks"])
+                without_masks[config_name] += not has_masks
                 for col in VIEW_COLUMNS:
                     view = row[col]
                     if col.startswith("sam_"):
                         assert view is None  # SAM is not configured in this build
-                    else:
+                    elif has_masks:
                         assert view is not None and view.size == row["image"].size, (config_name, col)
-                assert row["alpha"]["medsam"] is not None and 0.2 <= row["alpha"]["medsam"] <= 0.8
-                assert row["masks"] and all(m["checkpoint_sha256"].startswith("79d8c9dc") for m in row["masks"])
+                    else:
+                        assert view is None, (config_name, col)
+                if has_masks:
+                    assert row["alpha"]["medsam"] is not None and 0.2 <= row["alpha"]["medsam"] <= 0.8
+                assert all(m["checkpoint_sha256"].startswith("79d8c9dc") for m in row["masks"])
                 assert row["qa"] and all(q["answer_type"] in ("open", "closed") for q in row["qa"])
                 prov = row["provenance"]
                 assert prov["config_hash"] and prov["seed"] == 0
                 assert prov["segmenters"][0]["checkpoint_sha256"].startswith("79d8c9dc")
                 assert row["source_file"]
+    assert without_masks["sample"] == 0 and without_masks["vqa_rad"] <= 2  # one image, in both splits
     card = (release / "README.md").read_text()
     assert "config_name: vqa_rad" in card and "sam_*" in card
+    assert ("segmenter found no mask" in card) == (without_masks["vqa_rad"] > 0)
 
 
 def test_rerun_does_nothing_and_blend_change_only_rerenders(build):
-    workdir, cfg = build
+    workdir, cfg, _ = build
     again = run_snakemake(workdir, "--configfile", str(cfg), "--cores", "2", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -122,7 +142,7 @@ def test_same_config_gives_byte_identical_shards(build, tmp_path):
     scratch gives the same masks, and every lens shard, rendered again, is byte-identical.
     (The mask caches of the other shards are reused to keep the suite short; a complete
     independent rebuild compared byte for byte is in test_reliability_workflow's resume test.)"""
-    workdir, cfg = build
+    workdir, cfg, _ = build
     second = tmp_path / "second"
     shutil.copytree(workdir, second, symlinks=True,
                     ignore=lambda d, names: [n for n in names if Path(d) == workdir / "results" and n in ("release", "qc")])
@@ -132,7 +152,8 @@ def test_same_config_gives_byte_identical_shards(build, tmp_path):
     columns = ["image_id", "masks"]  # the cache's timing columns differ from run to run
     assert pq.read_table(second / shard, columns=columns).equals(pq.read_table(workdir / shard, columns=columns))
 
-    run_snakemake(second, "--configfile", str(second / cfg.name), "--cores", "2", *SEGMENT_ONE_THREAD)
+    # The release only (its manifest): the QC pictures are not what this test compares.
+    run_snakemake(second, "--configfile", str(second / cfg.name), "--cores", "2", *SEGMENT_ONE_THREAD, "results/release/manifest.json")
     first_hashes = _shard_hashes(workdir / "results" / "release")
     assert first_hashes and first_hashes == _shard_hashes(second / "results" / "release")
     assert (workdir / "results/release/manifest.json").read_text() == (second / "results/release/manifest.json").read_text()
@@ -142,11 +163,11 @@ def test_views_copied_from_the_other_split_equal_a_fresh_render(build, tmp_path)
     """An image with QA in both official splits has a row in each split; the later shard
     copies the views the earlier one rendered (the plan's views_from). Rendering those shards
     again with nothing to copy gives the same bytes."""
-    workdir, cfg = build
+    workdir, cfg, _ = build
     results = workdir / "results"
     plan = json.loads((results / "ingest" / "vqa_rad" / "plan.json").read_text())
     copying = [s for s in plan["release_shards"] if s["views_from"]]
-    assert copying, "the 3 real images include ones with QA in both splits"
+    assert copying, "the 5 real images include ones with QA in both splits"
     rows = {s["file"]: set(s["image_ids"]) for s in plan["release_shards"]}
     for shard in copying:
         for source, ids in shard["views_from"].items():
@@ -175,7 +196,7 @@ def test_lint_is_clean():
 
 
 def test_image_columns_are_stored_uncompressed(build):
-    workdir, _ = build
+    workdir, _, _ = build
     shard = next((workdir / "results" / "release" / "vqa_rad").glob("train-*.parquet"))
     meta = pq.ParquetFile(shard).metadata
     for rg in range(meta.num_row_groups):
@@ -187,7 +208,7 @@ def test_image_columns_are_stored_uncompressed(build):
 
 
 def test_build_ends_validated_with_a_qc_gallery_in_the_report(build):
-    workdir, cfg = build
+    workdir, cfg, _ = build
     results = workdir / "results"
     manifest = json.loads((results / "release" / "manifest.json").read_text())
     validation = json.loads((results / "qc" / "validation.json").read_text())
@@ -207,7 +228,7 @@ def test_build_ends_validated_with_a_qc_gallery_in_the_report(build):
 
 
 def test_publish_is_an_explicit_target_never_in_the_default_run(build):
-    workdir, cfg = build
+    workdir, cfg, _ = build
     default = run_snakemake(workdir, "--configfile", str(cfg), "--cores", "1", "-n")
     assert "publish" not in _jobs(default.stdout + default.stderr)
     refused = run_snakemake(workdir, "--configfile", str(cfg), "-n", "publish", check=False)

@@ -111,7 +111,9 @@ def ingest_stage(spec: dict) -> dict:
     return {"images": n, "seconds": seconds, "images_per_s": per(n, seconds), "s_per_image": seconds / n}
 
 
-@stage("segment", imports=("loclens.ingest", "loclens.segment.run", "pyarrow.parquet"))
+# `datasets`: the mask cache's Arrow schema is built from the release Features when the job
+# writes it; like the model, a job pays that import once, outside the per-image figures.
+@stage("segment", imports=("loclens.ingest", "loclens.segment.run", "pyarrow.parquet", "datasets"))
 def segment_stage(spec: dict) -> dict:
     """One segment job per work shard, as the workflow runs them (the model loaded per job)."""
     import pyarrow.parquet as pq
