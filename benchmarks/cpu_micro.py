@@ -10,7 +10,8 @@ optimised"). Best of interleaved rounds; prints seconds and the speed-up.
 - threshold: ``sigmoid(x) > t`` vs ``x > logit(t)`` over 8 masks at the image's size;
 - deflate: zlib vs ISA-L at level 1 on one Up-filtered RGB view of the image;
 - blends of a grey image: one table gather per channel vs one 4-byte gather per pixel (what
-  ``lens.apply_tables`` does when the channels are equal), each with its PNG encoding.
+  ``lens.apply_tables`` does when the channels are equal), the lookup alone and two views
+  with their PNG encoding.
 """
 
 from __future__ import annotations
@@ -126,6 +127,11 @@ def main() -> None:
         return uni, multi, lens.png_bytes(uni, 1), lens.png_bytes(multi, 1)
 
     grey = lens.is_grey(image)
+    tables = lens.blend_tables(np.array([(0, 0, 0)] + cfg["palette"], np.float32), 0.5, cfg["outside"])
+    show("table lookup, grey image", best_of(args.rounds, {
+        "per channel": lambda: lens.apply_tables(image, labels, tables, grey=False),
+        "one gather": lambda: lens.apply_tables(image, labels, tables, grey=True),
+    }))
     show("2 blends + PNG, grey image", best_of(args.rounds, {
         "per channel": lambda: views(False),
         "one gather": lambda: views(None),  # detects the grey channels itself, as the renderer does

@@ -78,7 +78,8 @@ def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
         "speed-up over the naive mode (segment + render)",
     }
     assert report["machine"]["device"] == "cpu" and report["n_images"] == 2
-    assert stages["train"]["figures"].get("samples", 4) >= 4  # --train-samples (after a warm-up batch)
+    if train["available"]:
+        assert train["samples"] >= 4  # --train-samples (counted after a warm-up batch)
     # Each image's views are rendered once; a row of an image with QA in both official splits
     # (one of these two) copies them.
     render = stages["render"]["figures"]

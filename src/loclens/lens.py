@@ -72,10 +72,10 @@ def _lookup(image: np.ndarray, index: np.ndarray, tables: np.ndarray, grey: bool
     out = np.empty_like(image)
     if grey:
         # One gather of 4-byte RGB0 words per pixel instead of three gathers of bytes, then
-        # the three bytes copied out: the lookup is 2.4x faster than per channel on an 833x794
-        # VQA-RAD image, two views with their PNGs 1.28x (benchmarks/cpu_micro.py). The copy
-        # keeps the result contiguous: PNG filtering of a view with a pad byte to skip was 4x
-        # slower. Words are viewed back as bytes, so byte order does not matter.
+        # the three bytes copied out (benchmarks/cpu_micro.py times both paths). The copy keeps
+        # the result contiguous: numpy filters PNG rows of a view with a pad byte to skip one
+        # 3-byte pixel at a time, which cost more than the gather saved. Words are viewed back
+        # as bytes, so byte order does not matter.
         rgb0 = np.zeros((tables.shape[0], 256, 4), np.uint8)
         rgb0[..., :3] = tables.transpose(0, 2, 1)
         words = np.take(rgb0.reshape(-1).view(np.uint32), index).view(np.uint8).reshape(*index.shape, 4)

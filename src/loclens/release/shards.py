@@ -189,10 +189,12 @@ class RenderedViews:
     def get(self, image_id: str) -> dict:
         """The row's rendered fields, in ``render_row``'s shape."""
         path, group = self._where[image_id]
-        if self._cached.get(path, (None,))[0] != group:
+        cached_group, rows = self._cached.get(path, (None, {}))
+        if cached_group != group:
             table = self._files[path].read_row_group(group, columns=list(self.COLUMNS))
-            self._cached[path] = (group, {r["image_id"]: r for r in table.to_pylist()})
-        row = self._cached[path][1][image_id]
+            rows = {r["image_id"]: r for r in table.to_pylist()}
+            self._cached[path] = (group, rows)
+        row = rows[image_id]
         return {
             "image": row["image"],
             "views": {c: row[c] for c in VIEW_COLUMNS},
