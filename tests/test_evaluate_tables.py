@@ -179,6 +179,7 @@ def _csv(path) -> list[dict]:
 def test_table1_per_dataset_open_closed_with_without_lens_and_gain(tmp_path):
     out, tables = _tables(tmp_path)
     assert tables["main"] == {"cell": MAIN, "baseline": BASE} and tables["seeds"] == [0, 1, 2]
+    assert tables["order"] == [BASE, MAIN, MASK]
     md = (out / "table1_main.md").read_text()
     assert "| model | a Open | a Closed | b Open | b Closed |" in md
     # a, open recall: without 0.25, 0.5, 1 -> 58.3 ± 38.2; with 1, 0.75, 1; gain 0.75, 0.25, 0.

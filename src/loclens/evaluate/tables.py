@@ -177,7 +177,7 @@ def table1_layout(tables: dict) -> Layout:
     counts = ", ".join(f"{d}: {entry['scopes'][d][ALL]['n_questions']}" for d in datasets)
     note = (
         f"{_seeds_note(tables)} Open = open-question recall, Closed = closed-question accuracy "
-        f"(`evaluate/metrics.py`); answers generated from the original image only. Gain = with - "
+        f"(`evaluate/metrics.py`); answered from the original image only. Gain = with - "
         f"without lens, paired by seed. Test questions per dataset: {counts}."
     )
     return Layout(TABLE_STEMS[0], "Table 1: with and without the localization lens", note, header, rows)
@@ -213,7 +213,8 @@ def table3_layout(tables: dict) -> Layout:
     for part in ("Overall", "Localization"):
         header += [f"{part} {SHORT[m]}" for m in HEADLINE]
     rows = []
-    for cell in tables["cells"].values():
+    for name in tables["order"]:
+        cell = tables["cells"][name]
         s = cell["settings"]
         lens = set() if s["lens"] == NO_LENS else set(s["lens"].split("+"))
         row: list = ["✓" if src in lens else "" for src in LENS_SOURCES]
@@ -286,6 +287,8 @@ def build_tables(runs: list[dict], cells: dict[str, dict], main: str, baseline: 
         "metrics": list(METRICS),
         "seeds": sorted({r["seed"] for r in runs}),
         "main": {"cell": main, "baseline": baseline},
+        # Table 3's row order (JSON objects are written with sorted keys).
+        "order": list(cells),
         "cells": {name: {"settings": cells[name], "seeds": sorted(_by_seed(runs, name)), "scopes": summaries[name]} for name in cells},
         "localization": [paired_gain(runs, main, baseline)],
     }
