@@ -27,6 +27,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from ..atomic import write_json, write_text
 from .analysis import ALL, COMBINED, LOCALIZATION, scopes
@@ -52,7 +53,7 @@ TABLE_STEMS = ("table1_main", "table2_localization", "table3_ablation")
 MIN_SEEDS = 3
 
 
-def defined(value) -> bool:
+def defined(value) -> TypeGuard[float]:
     """A metric value that exists: metrics of an empty subset are null (JSON) or NaN."""
     return value is not None and not math.isnan(value)
 
