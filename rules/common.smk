@@ -14,6 +14,7 @@ from loclens.ingest import download_origin, source_root
 from loclens.sources import source_spec
 from loclens.segment import checkpoints as ckpt
 from loclens.evaluate import grid
+from loclens.evaluate.tables import TABLE_STEMS
 
 # The same schema twice: loclens first, for one short message listing every wrong key at once
 # ("render: Additional properties are not allowed ('alhpa' was unexpected)"); then Snakemake's

@@ -1,7 +1,9 @@
-"""Localization analysis, tables and plot on hand-made predictions of a two-cell, two-seed grid."""
+"""The grid (the paper's Table 3 by default), and Tables 1-3 and the plot computed through the real
+metrics from hand-made predictions of a three-cell, three-seed, two-dataset grid."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -9,9 +11,10 @@ from PIL import Image
 
 from loclens.config import validate
 from loclens.evaluate.analysis import score_predictions
-from loclens.evaluate.grid import baselines, cell_train_settings, grid_cells, lens_views, make_cell
+from loclens.evaluate.grid import PAPER_TABLE3, cell_train_settings, grid_cells, lens_views, make_cell
 from loclens.evaluate.plots import plot_gains
-from loclens.evaluate.tables import aggregate, build_tables, write_tables
+from loclens.evaluate.run import GridError, make_tables
+from loclens.evaluate.tables import TABLE_STEMS, aggregate, build_tables, write_tables
 from loclens.evaluate.tags import MissingTagsError, localization_tags
 
 
@@ -58,83 +61,196 @@ def test_aggregate_mean_sample_std_and_undefined_values():
     assert aggregate([])["mean"] is None
 
 
-def _grid():
-    cfg = validate({"datasets": {"a": {}}, "evaluate": {
-        "seeds": [0, 1],
-        "main": {"lens": ["medsam"], "phase1_loss": "dcl", "pixel_shuffle": True},
-        "grid": {"lens": [["medsam"]], "phase1_loss": ["dcl"], "pixel_shuffle": [True]},
-    }})["evaluate"]
-    return cfg, grid_cells(cfg)
+def _evaluate(evaluate: dict | None = None) -> dict:
+    return validate({"datasets": {"a": {}}, "evaluate": evaluate or {}})["evaluate"]
 
 
-def test_grid_cells_and_baselines():
-    cfg, cells = _grid()
-    assert [c.name for c in cells] == ["lens-medsam/p1-dcl/shuffle-on", "lens-none/p1-dcl/shuffle-on"]
-    assert baselines(cells) == {cells[0]: cells[1]}
-    full = grid_cells(validate({"datasets": {"a": {}}})["evaluate"])
-    assert len(full) == 9 and full[0].name == "lens-sam+medsam+expert/p1-dcl/shuffle-on"
-    product = grid_cells(validate({"datasets": {"a": {}}, "evaluate": {"grid": {"mode": "product"}}})["evaluate"])
-    assert len(product) == 4 * 2 * 2 + 4  # every combination, plus a baseline per (loss, shuffle)
+def test_default_table3_is_the_papers_eight_rows():
+    # (lens sources, phase-1 loss, pixel shuffle), in the paper's row order; "expert" is its Mask.
+    paper = [
+        ((), "infonce", False),  # the baseline: no lens, InfoNCE, no pixel shuffle
+        (("sam",), "infonce", False),
+        (("medsam",), "infonce", False),
+        (("expert",), "infonce", False),
+        (("sam", "medsam", "expert"), "infonce", False),
+        (("sam", "medsam", "expert"), "dcl", False),
+        (("sam", "medsam", "expert"), "infonce", True),
+        (("sam", "medsam", "expert"), "dcl", True),  # the paper's method
+    ]
+    cfg = _evaluate()
+    cells = grid_cells(cfg)
+    assert [(c.lens, c.phase1_loss, c.pixel_shuffle) for c in cells] == paper
+    assert list(PAPER_TABLE3) == cells
+    # Tables 1-2 compare the last row (main) with the first (baseline), and add no cell.
+    assert cfg["main"] == {"lens": ["sam", "medsam", "expert"], "phase1_loss": "dcl", "pixel_shuffle": True}
+    assert cfg["baseline"] == {"phase1_loss": "infonce", "pixel_shuffle": False}
+    assert cfg["seeds"] == [0, 1, 2]
+    assert [c.name for c in cells][:2] == ["lens-none/p1-infonce/shuffle-off", "lens-sam/p1-infonce/shuffle-off"]
+
+
+def test_grid_modes_and_cells():
+    cells = grid_cells(_evaluate({"grid": {"mode": "cells", "cells": [
+        {"lens": ["medsam"], "phase1_loss": "dcl", "pixel_shuffle": True},
+        {"lens": ["expert"], "phase1_loss": "infonce", "pixel_shuffle": False},
+    ]}, "main": {"lens": ["medsam"], "phase1_loss": "dcl", "pixel_shuffle": True}}))
+    # The baseline (not listed) comes first; main is listed, so it keeps its place.
+    assert [c.name for c in cells] == ["lens-none/p1-infonce/shuffle-off", "lens-medsam/p1-dcl/shuffle-on",
+                                       "lens-expert/p1-infonce/shuffle-off"]
+    with pytest.raises(ValueError, match="grid.cells is empty"):
+        grid_cells(_evaluate({"grid": {"mode": "cells"}}))
+    one = grid_cells(_evaluate({"grid": {"mode": "one_at_a_time"}}))
+    # baseline + main + 3 other lens values + the other loss + shuffle off.
+    assert len(one) == 7 and one[1].name == "lens-sam+medsam+expert/p1-dcl/shuffle-on"
+    product = grid_cells(_evaluate({"grid": {"mode": "product"}}))
+    assert len(product) == 4 * 2 * 2 + 1  # every combination, plus the baseline
     assert make_cell("medsam+sam", "infonce", "off").name == "lens-sam+medsam/p1-infonce/shuffle-off"
     with pytest.raises(ValueError, match="unknown lens source"):
         make_cell("sam+ct", "dcl", "on")
     assert lens_views(("sam", "expert")) == ["sam_unicolor", "sam_multicolor", "masked"]
     assert lens_views(()) == []
+
+
+def test_cell_train_settings_override_only_the_ablated_keys():
     align = {"seed": 0, "views": ["masked"], "connector": {"pixel_shuffle": True, "factor": 4}, "align": {"loss": "dcl", "epochs": 2}}
     got = cell_train_settings(align, make_cell("medsam", "infonce", "off"), 3)
     assert got == {"seed": 3, "views": ["medsam_unicolor", "medsam_multicolor"],
                    "connector": {"pixel_shuffle": False, "factor": 4}, "align": {"loss": "infonce", "epochs": 2}}
-    vqa = cell_train_settings({"seed": 0, "vqa": {"loss": "infonce"}, "connector": {"factor": 4}}, cells[0], 1)
+    vqa = cell_train_settings({"seed": 0, "vqa": {"loss": "infonce"}, "connector": {"factor": 4}}, make_cell("medsam", "dcl", "on"), 1)
     assert "align" not in vqa and vqa["vqa"] == {"loss": "infonce"}  # phase 2 keeps its own loss
 
 
-def _runs(cells):
-    lens, base = cells
-    # Hand-made: dataset "a", 4 closed questions (2 anatomical, 1 positioning, 1 untagged),
-    # 2 open. Lens seed 0: 3/4 closed; seed 1: 4/4. Baseline: 2/4 and 2/4.
-    refs = [("yes", "anatomical"), ("no", "anatomical"), ("left", "positioning"), ("yes", None)]
-    answers = {
-        (lens.name, 0): ["yes", "no", "right", "yes"],
-        (lens.name, 1): ["yes", "no", "left", "yes"],
-        (base.name, 0): ["yes", "normal", "right", "yes"],
-        (base.name, 1): ["no", "no", "right", "yes"],
-    }
-    opens = {(lens.name, 0): "left kidney", (lens.name, 1): "kidney", (base.name, 0): "", (base.name, 1): "kidney"}
+# Hand-made test set: (dataset, reference, answer type, localization tags).
+QUESTIONS = [
+    ("a", "yes", "closed", ["anatomical"]),
+    ("a", "no", "closed", ["positioning"]),
+    ("a", "left kidney", "open", ["anatomical"]),
+    ("a", "ct", "open", []),
+    ("b", "yes", "closed", []),
+    ("b", "liver", "open", ["anatomical", "positioning"]),
+]
+BASE, MAIN, MASK = "lens-none/p1-infonce/shuffle-off", "lens-sam+medsam+expert/p1-dcl/shuffle-on", "lens-expert/p1-infonce/shuffle-off"
+ALL_RIGHT = [q[1] for q in QUESTIONS]
+# Predictions per (cell, seed), one per question above. Traps: "normal" is not "no"; "yes, no"
+# answers both polarities (wrong); "kidney" finds half of "left kidney".
+PREDICTIONS = {
+    (BASE, 0): ["yes", "normal", "kidney", "mri", "no", "liver"],
+    (BASE, 1): ["no", "no", "", "ct", "yes", "lung"],
+    (BASE, 2): ALL_RIGHT,
+    (MAIN, 0): ALL_RIGHT,
+    (MAIN, 1): ["yes", "no", "kidney", "ct", "yes", "liver"],
+    (MAIN, 2): ["yes, no", "no", "left kidney", "ct", "yes", "liver"],
+    **{(MASK, s): ALL_RIGHT for s in range(3)},
+}
+
+
+def _runs() -> list[dict]:
     runs = []
-    for (cell, seed), preds in answers.items():
-        rows = [_pred("a", r, p, tags=[t] if t else []) for (r, t), p in zip(refs, preds)]
-        rows.append(_pred("a", "left kidney", opens[(cell, seed)], "open", tags=["anatomical"]))
-        runs.append({"cell": cell, "seed": seed, "metrics": score_predictions(rows)})
+    for (cell, seed), answers in PREDICTIONS.items():
+        preds = [_pred(d, ref, p, kind, tags, qid=f"q{i}") for i, ((d, ref, kind, tags), p) in enumerate(zip(QUESTIONS, answers))]
+        runs.append({"cell": cell, "seed": seed, "metrics": score_predictions(preds)})
     return runs
 
 
-def test_tables_gain_is_paired_by_seed_and_written_as_markdown_json_and_plot(tmp_path):
-    cfg, cells = _grid()
-    runs = _runs(cells)
-    tables = build_tables(runs, {c.name: c.settings() for c in cells}, cells[0].name,
-                          {a.name: b.name for a, b in baselines(cells).items()})
-    lens_all = tables["cells"][cells[0].name]["scopes"]["a"]["all"]["closed_accuracy"]
-    assert lens_all["mean"] == pytest.approx(0.875) and lens_all["n"] == 2
-    (entry,) = tables["localization"]
-    anat = entry["scopes"]["a"]["anatomical"]["closed_accuracy"]
-    # Lens: 2/2, 2/2; baseline: 1/2, 1/2 -> gain +0.5 on both seeds.
-    assert anat["lens"]["mean"] == 1.0 and anat["baseline"]["mean"] == 0.5
-    assert anat["gain"]["values"] == [0.5, 0.5] and anat["gain"]["std"] == 0.0 and anat["wins"] == 2
-    pos = entry["scopes"]["combined"]["positioning"]["closed_accuracy"]
-    assert pos["gain"]["values"] == [0.0, 1.0] and pos["wins"] == 1
-    recall = entry["scopes"]["a"]["anatomical"]["open_recall"]
-    assert recall["gain"]["values"] == [pytest.approx(1.0), pytest.approx(0.0)]
-    assert entry["scopes"]["a"]["positioning"]["open_recall"]["gain"]["mean"] is None  # no open positioning question
+def _cells_cfg() -> dict:
+    return _evaluate({"grid": {"mode": "cells", "cells": [
+        {"lens": [], "phase1_loss": "infonce", "pixel_shuffle": False},
+        {"lens": ["sam", "medsam", "expert"], "phase1_loss": "dcl", "pixel_shuffle": True},
+        {"lens": ["expert"], "phase1_loss": "infonce", "pixel_shuffle": False},
+    ]}})
 
-    paths = write_tables(tables, tmp_path)
-    md = (tmp_path / "table2_localization.md").read_text()
-    assert "| `lens-medsam/p1-dcl/shuffle-on` | a | anatomical | 3 | 50.0 ± 0.0 | 100.0 ± 0.0 | +50.0 ± 0.0 |" in md
-    ablation = (tmp_path / "table3_ablation.md").read_text()
-    assert "| medsam | dcl | on | 2 | 87.5 ± 17.7 |" in ablation and "| none | dcl | on | 2 | 50.0 ± 0.0 |" in ablation
-    assert "Table 1" in (tmp_path / "table1_main.md").read_text()
-    assert json.loads((tmp_path / "tables.json").read_text()) == json.loads(json.dumps(tables))
-    assert set(paths) >= {"tables.json", "tables.md"}
 
+def _tables(tmp_path):
+    paths = []
+    for i, run in enumerate(_runs()):
+        path = tmp_path / "runs" / f"{i}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(run))
+        paths.append(path)
+    out = tmp_path / "tables"
+    make_tables(paths, _cells_cfg(), out)
+    return out, json.loads((out / "tables.json").read_text())
+
+
+def _csv(path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_table1_per_dataset_open_closed_with_without_lens_and_gain(tmp_path):
+    out, tables = _tables(tmp_path)
+    assert tables["main"] == {"cell": MAIN, "baseline": BASE} and tables["seeds"] == [0, 1, 2]
+    assert tables["order"] == [BASE, MAIN, MASK]
+    md = (out / "table1_main.md").read_text()
+    assert "| model | a Open | a Closed | b Open | b Closed |" in md
+    # a, open recall: without 0.25, 0.5, 1 -> 58.3 ± 38.2; with 1, 0.75, 1; gain 0.75, 0.25, 0.
+    # a, closed: without 0.5, 0.5, 1; with 1, 1, 0.5; gain 0.5, 0.5, -0.5. b: one question each.
+    assert f"| without lens (`{BASE}`) | 58.3 ± 38.2 | 66.7 ± 28.9 | 66.7 ± 57.7 | 66.7 ± 57.7 |" in md
+    assert f"| with lens (`{MAIN}`) | 91.7 ± 14.4 | 83.3 ± 28.9 | 100.0 ± 0.0 | 100.0 ± 0.0 |" in md
+    assert "| gain | +33.3 ± 38.2 | +16.7 ± 57.7 | +33.3 ± 57.7 | +33.3 ± 57.7 |" in md
+    assert "Test questions per dataset: a: 4, b: 2." in md and "Fewer than" not in md
+    rows = _csv(out / "table1_main.csv")
+    assert [r["model"] for r in rows] == [f"without lens (`{BASE}`)", f"with lens (`{MAIN}`)", "gain"]
+    assert float(rows[2]["a Closed mean"]) == pytest.approx(100 / 6, abs=1e-3)
+    assert float(rows[2]["a Closed std"]) == pytest.approx(100 / 3 ** 0.5, abs=1e-3)
+    assert rows[2]["a Closed n"] == "3"
+    layout = tables["layouts"]["table1_main"]
+    assert layout["rows"][2][2]["mean"] == pytest.approx(1 / 6)
+
+
+def test_table2_localization_gain_on_the_combined_datasets(tmp_path):
+    out, tables = _tables(tmp_path)
+    md = (out / "table2_localization.md").read_text()
+    assert "| questions | q | Open without lens | Open with lens | Open gain | Closed without lens | Closed with lens | Closed gain |" in md
+    # anatomical: open = "left kidney" (a) and "liver" (b); closed = the "yes" of a.
+    assert "| anatomical | 3 | 58.3 ± 52.0 | 91.7 ± 14.4 | +33.3 ± 38.2 | 66.7 ± 57.7 | 66.7 ± 57.7 | +0.0 ± 100.0 |" in md
+    # positioning: open = "liver" (b, tagged both); closed = the "no" of a.
+    assert "| positioning | 2 | 66.7 ± 57.7 | 100.0 ± 0.0 | +33.3 ± 57.7 | 66.7 ± 57.7 | 100.0 ± 0.0 | +33.3 ± 57.7 |" in md
+    assert "| localization | 4 |" in md and "| all | 6 |" in md
+    pos = tables["localization"][0]["scopes"]["combined"]["positioning"]["closed_accuracy"]
+    assert pos["gain"]["values"] == [1.0, 0.0, 0.0] and pos["wins"] == 1
+    rows = {r["questions"]: r for r in _csv(out / "table2_localization.csv")}
+    assert list(rows) == ["anatomical", "positioning", "localization", "all"]
+    assert float(rows["anatomical"]["Closed gain std"]) == pytest.approx(100.0)
+
+
+def test_table3_rows_in_grid_order_with_overall_and_localization(tmp_path):
+    out, _ = _tables(tmp_path)
+    md = (out / "table3_ablation.md").read_text()
+    assert ("| SAM | MedSAM | Mask | phase-1 loss | pixel shuffle | seeds | Overall Open | Overall Closed"
+            " | Localization Open | Localization Closed |") in md
+    lines = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert lines == [
+        # Overall closed: 1/3, 2/3, 1; localization closed: 1/2, 1/2, 1; open as Table 2.
+        "|  |  |  | InfoNCE | off | 3 | 61.1 ± 34.7 | 66.7 ± 33.3 | 58.3 ± 52.0 | 66.7 ± 28.9 |",
+        "| ✓ | ✓ | ✓ | DCL | on | 3 | 94.4 ± 9.6 | 88.9 ± 19.2 | 91.7 ± 14.4 | 83.3 ± 28.9 |",
+        "|  |  | ✓ | InfoNCE | off | 3 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |",
+    ]
+    rows = _csv(out / "table3_ablation.csv")
+    assert [(r["SAM"], r["Mask"], r["phase-1 loss"]) for r in rows] == [("", "", "InfoNCE"), ("✓", "✓", "DCL"), ("", "✓", "InfoNCE")]
+    assert float(rows[1]["Overall Closed mean"]) == pytest.approx(800 / 9, abs=1e-3)
+    assert (out / "tables.md").read_text().count("## Table") == 3
+
+
+def test_tables_need_every_run_and_flag_fewer_than_three_seeds(tmp_path):
+    runs = [r for r in _runs() if not (r["cell"] == MASK and r["seed"] == 2)]
+    paths = []
+    for i, run in enumerate(runs):
+        (tmp_path / f"{i}.json").write_text(json.dumps(run))
+        paths.append(tmp_path / f"{i}.json")
+    with pytest.raises(GridError, match="lens-expert/p1-infonce/shuffle-off seed 2"):
+        make_tables(paths, _cells_cfg(), tmp_path / "out")
+    two = {**_cells_cfg(), "seeds": [0, 1]}
+    make_tables(paths, two, tmp_path / "two")
+    md = (tmp_path / "two" / "table1_main.md").read_text()
+    assert "over 2 seeds ([0, 1])" in md and "Fewer than 3 seeds" in md
+
+
+def test_gain_plot_is_a_png(tmp_path):
+    runs = _runs()
+    settings = {c.name: c.settings() for c in (make_cell("none", "infonce", "off"), make_cell("sam+medsam+expert", "dcl", "on"))}
+    tables = build_tables(runs, settings, MAIN, BASE)
     png = plot_gains(tables, tmp_path / "gains.png")
     with Image.open(png) as img:
         assert img.format == "PNG" and img.width > 300
+    paths = write_tables(tables, tmp_path / "t")
+    assert sorted(paths) == sorted(f"{stem}.{ext}" for stem in TABLE_STEMS for ext in ("md", "csv")) + ["tables.json", "tables.md"]

@@ -1,14 +1,22 @@
-"""The ablation grid (the paper's Table 3): which models to train and compare.
+"""The models to train and compare: the paper's Table 3 grid, and the pair of Tables 1 and 2.
 
 A *cell* fixes the three ablated settings; each cell is trained once per seed:
 
 - ``lens``: the lens sources whose views phase 1 may draw (``sam``, ``medsam``, ``expert``), or
-  ``none``: original images only, the baseline of the localization analysis;
-- ``phase1_loss``: ``dcl`` (the paper) or ``infonce``;
-- ``pixel_shuffle``: ``on`` (the paper) or ``off``.
+  ``none``: original images only (no lens);
+- ``phase1_loss``: ``dcl`` (the paper's method) or ``infonce``;
+- ``pixel_shuffle``: ``on`` (the paper's method) or ``off``.
+
+The paper's Table 3 calls the lens sources SAM, MedSAM and Mask. "Mask" is the expert
+segmentation ("expert-validated representations"), which loclens renders as the ``masked`` view:
+from the dataset's expert masks where it has them (SLAKE), otherwise from the first segmenter of
+``render.masked_from`` with masks (each row's provenance says which). Here it is ``expert``.
+
+Tables 1 and 2 compare two cells: ``evaluate.main`` (the lens model) and ``evaluate.baseline``
+(the same VLM fine-tuned on original images only). Both are always trained, whatever the grid.
 
 Cell names are the workflow's wildcards (``lens-medsam+sam/p1-dcl/shuffle-on``), so adding a
-value to the config adds jobs and nothing else reruns.
+cell or a seed to the config adds jobs and nothing else reruns.
 """
 
 from __future__ import annotations
@@ -21,9 +29,14 @@ from ..schema import BLEND_KINDS, MASK_SOURCES, MASKED_VIEW, SEGMENTERS
 #: Lens sources in canonical order (a cell's name lists them in this order).
 LENS_SOURCES = SEGMENTERS + ("expert",)
 assert set(LENS_SOURCES) == set(MASK_SOURCES)
+#: How the paper's tables name each lens source.
+LENS_LABELS = {"sam": "SAM", "medsam": "MedSAM", "expert": "Mask"}
 NO_LENS = "none"
 PHASE1_LOSSES = ("dcl", "infonce")
 SHUFFLE = {True: "on", False: "off"}
+#: Grid modes: the paper's Table 3, an explicit list of cells, one setting of ``main`` varied at a
+#: time, or every combination of the listed values.
+GRID_MODES = ("paper", "cells", "one_at_a_time", "product")
 
 
 @dataclass(frozen=True)
@@ -44,11 +57,6 @@ class Cell:
     def name(self) -> str:
         w = self.wildcards
         return f"lens-{w['lens']}/p1-{w['loss']}/shuffle-{w['shuffle']}"
-
-    @property
-    def baseline(self) -> Cell:
-        """The same cell trained on original images only."""
-        return Cell((), self.phase1_loss, self.pixel_shuffle)
 
     def settings(self) -> dict:
         return {"lens": self.lens_name, "phase1_loss": self.phase1_loss, "pixel_shuffle": SHUFFLE[self.pixel_shuffle]}
@@ -74,36 +82,69 @@ def cell_from_wildcards(wildcards) -> Cell:
     return make_cell(wildcards["lens"], wildcards["loss"], wildcards["shuffle"])
 
 
+def cell_from_config(entry: dict) -> Cell:
+    """A cell from a config mapping {lens, phase1_loss, pixel_shuffle}."""
+    return make_cell(entry["lens"], entry["phase1_loss"], entry["pixel_shuffle"])
+
+
+#: The paper's Table 3 (SmolVLM ablation), row by row: the no-lens baseline (InfoNCE in phase 1,
+#: no pixel shuffle), each lens source alone, all three, then DCL and pixel shuffle added to all
+#: three, alone and together (the paper's full method, last). The first and last rows are as the
+#: issue and the paper's method state them; rows 2-7 are our reading of the table's factors (the
+#: paper's text was not at hand to check them; README "Reproducing the paper" says so).
+ALL_LENSES = LENS_SOURCES
+PAPER_TABLE3 = (
+    make_cell((), "infonce", False),
+    make_cell(("sam",), "infonce", False),
+    make_cell(("medsam",), "infonce", False),
+    make_cell(("expert",), "infonce", False),
+    make_cell(ALL_LENSES, "infonce", False),
+    make_cell(ALL_LENSES, "dcl", False),
+    make_cell(ALL_LENSES, "infonce", True),
+    make_cell(ALL_LENSES, "dcl", True),
+)
+
+
 def main_cell(evaluate_cfg: dict) -> Cell:
-    m = evaluate_cfg["main"]
-    return make_cell(m["lens"], m["phase1_loss"], m["pixel_shuffle"])
+    """The lens model of Tables 1 and 2."""
+    return cell_from_config(evaluate_cfg["main"])
+
+
+def baseline_cell(evaluate_cfg: dict) -> Cell:
+    """The model without lens of Tables 1 and 2 (original images only)."""
+    b = evaluate_cfg["baseline"]
+    return make_cell((), b["phase1_loss"], b["pixel_shuffle"])
+
+
+def grid_rows(evaluate_cfg: dict) -> list[Cell]:
+    """The configured Table 3 rows, in order (see ``GRID_MODES``)."""
+    grid = evaluate_cfg["grid"]
+    mode = grid["mode"]
+    if mode == "paper":
+        return list(PAPER_TABLE3)
+    if mode == "cells":
+        if not grid["cells"]:
+            raise ValueError("evaluate.grid.mode is 'cells' but evaluate.grid.cells is empty")
+        return [cell_from_config(c) for c in grid["cells"]]
+    main = main_cell(evaluate_cfg)
+    lenses, losses, shuffles = grid["lens"], grid["phase1_loss"], grid["pixel_shuffle"]
+    if mode == "product":
+        return [make_cell(*combo) for combo in itertools.product(lenses, losses, shuffles)]
+    if mode == "one_at_a_time":
+        cells = [main]
+        cells += [make_cell(v, main.phase1_loss, main.pixel_shuffle) for v in lenses]
+        cells += [make_cell(main.lens, v, main.pixel_shuffle) for v in losses]
+        cells += [make_cell(main.lens, main.phase1_loss, v) for v in shuffles]
+        return cells
+    raise ValueError(f"unknown evaluate.grid.mode {mode!r}; choose from {list(GRID_MODES)}")
 
 
 def grid_cells(evaluate_cfg: dict) -> list[Cell]:
-    """Every cell to train, main first, then the grid, then the baselines (no duplicates).
-
-    ``one_at_a_time`` varies one setting of the main cell at a time (the paper's ablations);
-    ``product`` takes every combination.
-    """
-    main = main_cell(evaluate_cfg)
-    grid = evaluate_cfg["grid"]
-    lenses, losses, shuffles = grid["lens"], grid["phase1_loss"], grid["pixel_shuffle"]
-    if grid["mode"] == "product":
-        cells = [make_cell(*combo) for combo in itertools.product(lenses, losses, shuffles)]
-    else:
-        cells = [make_cell(v, main.phase1_loss, main.pixel_shuffle) for v in lenses]
-        cells += [make_cell(main.lens, v, main.pixel_shuffle) for v in losses]
-        cells += [make_cell(main.lens, main.phase1_loss, v) for v in shuffles]
-    ordered = [main, *cells]
-    if evaluate_cfg["baseline"]:
-        ordered += [c.baseline for c in ordered if c.lens]
-    return list(dict.fromkeys(ordered))
-
-
-def baselines(cells: list[Cell]) -> dict[Cell, Cell]:
-    """Lens cell -> its baseline, for the lens cells whose baseline is among ``cells``."""
-    present = set(cells)
-    return {c: c.baseline for c in cells if c.lens and c.baseline in present}
+    """Every cell to train, in Table 3 order, without duplicates: the grid's rows, with the
+    baseline and the main cell of Tables 1-2 put first when the grid lacks them."""
+    rows = grid_rows(evaluate_cfg)
+    extra = [c for c in (baseline_cell(evaluate_cfg), main_cell(evaluate_cfg)) if c not in rows]
+    return list(dict.fromkeys([*extra, *rows]))
 
 
 #: Lens source -> the release view columns phase 1 may draw for it. ``expert`` is the masked

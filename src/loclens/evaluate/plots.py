@@ -1,19 +1,20 @@
-"""The plot of localization gains: lens-trained cell minus its baseline, per question category."""
+"""The plot of localization gains: the lens model minus the model without lens, per question category."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..atomic import atomic_path
-from .tables import HEADLINE, LABELS, TABLE2_GROUPS, shown_scopes
+from .analysis import COMBINED
+from .tables import HEADLINE, LABELS, TABLE2_GROUPS
 
 CATEGORIES = TABLE2_GROUPS
 
 
 def plot_gains(tables: dict, out_png: str | Path) -> Path:
-    """One panel per (scope, headline metric); grouped bars per category, one bar per lens
-    cell, error bars = sample std of the paired gain over seeds. Undefined gains are not drawn
-    and are marked 'n/a'."""
+    """One panel per (scope, headline metric): each dataset, then all pooled when there are
+    several; one bar per category, error bars = sample std of the paired gain over seeds.
+    Undefined gains are not drawn and are marked 'n/a'."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display on cluster nodes
@@ -21,7 +22,9 @@ def plot_gains(tables: dict, out_png: str | Path) -> Path:
     import numpy as np
 
     entries = tables["localization"]
-    scope_names = shown_scopes(entries[0]["scopes"]) if entries else []
+    names = list(entries[0]["scopes"]) if entries else []
+    # `combined` equals the dataset when there is only one.
+    scope_names = names if len(names) > 2 else [n for n in names if n != COMBINED]
     n_rows, n_cols = max(1, len(scope_names)), len(HEADLINE)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.5 * n_cols, 3.0 * n_rows), squeeze=False)
     x = np.arange(len(CATEGORIES))
@@ -45,7 +48,7 @@ def plot_gains(tables: dict, out_png: str | Path) -> Path:
     if entries:
         axes[0][0].legend(fontsize=7, loc="best")
     n = len(tables["seeds"])
-    fig.suptitle(f"Lens minus original-only baseline (mean ± std over {n} seed{'s' if n != 1 else ''})", fontsize=11)
+    fig.suptitle(f"With minus without lens (mean ± std over {n} seed{'s' if n != 1 else ''})", fontsize=11)
     fig.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:

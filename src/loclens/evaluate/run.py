@@ -9,7 +9,7 @@ from pathlib import Path
 from ..atomic import write_json
 from .analysis import score_predictions
 from .answer import candidate_answers, generate_predictions, iter_rows, rank_predictions, write_predictions
-from .grid import baselines, grid_cells, main_cell
+from .grid import baseline_cell, grid_cells, main_cell
 from .plots import plot_gains
 from .tables import build_tables, write_tables
 
@@ -62,8 +62,8 @@ def make_tables(metrics_files: list[str | Path], evaluate_cfg: dict, out_dir) ->
         missing = ", ".join(f"{c} seed {s}" for c, s in sorted(expected - found))
         raise GridError(f"runs missing from the grid: {missing}")
     runs = [r for r in runs if (r["cell"], r["seed"]) in expected]
-    pairs = {a.name: b.name for a, b in baselines(cells).items()}
-    tables = build_tables(runs, {c.name: c.settings() for c in cells}, main_cell(evaluate_cfg).name, pairs)
+    cells_settings = {c.name: c.settings() for c in cells}
+    tables = build_tables(runs, cells_settings, main_cell(evaluate_cfg).name, baseline_cell(evaluate_cfg).name)
     paths = write_tables(tables, out_dir)
     paths[PLOT_FILE] = str(plot_gains(tables, Path(out_dir) / PLOT_FILE))
     return paths
