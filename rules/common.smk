@@ -12,7 +12,7 @@ from loclens import preflight, stages
 from loclens.config import ConfigError, dataset_source
 from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
-from loclens.ingest import download_origin, source_root
+from loclens.ingest import download_origin, downloaded_into_resources, source_root
 from loclens.sources import source_spec
 from loclens.segment import checkpoints as ckpt
 from loclens.evaluate import grid
@@ -71,12 +71,6 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def downloaded(name):
-    """Whether a dataset lives in <resources>/<name>, where its download puts it."""
-    cfg = config["datasets"][name]
-    return bool(download_origin(name, cfg)) and source_root(name, cfg, config) == RESOURCES / name
-
-
 def ingest_input(wildcards):
     """What an ingest reads: the generated sample's QA file; for a dataset in <resources>/<name>,
     its download record (so the default target downloads what is not there yet, and the record's
@@ -87,14 +81,15 @@ def ingest_input(wildcards):
     source = dataset_source(name, cfg)
     if source == "sample":
         return RESOURCES / "sample" / name / "VQA_RAD Dataset Public.json"
-    if downloaded(name):
+    if downloaded_into_resources(name, cfg, config):
         return RESOURCES / name / DOWNLOAD_RECORD
     return source_spec(source).inputs(source_root(name, cfg, config))
 
 
 def download_targets():
     """Download records of the configured datasets that live in <resources>/<name>."""
-    return [RESOURCES / name / DOWNLOAD_RECORD for name in DATASETS if downloaded(name)]
+    datasets = config["datasets"]
+    return [RESOURCES / n / DOWNLOAD_RECORD for n in DATASETS if downloaded_into_resources(n, datasets[n], config)]
 
 
 def plan_of(dataset):

@@ -11,7 +11,6 @@ naming each file, where to get it and where to put it.
 
 from __future__ import annotations
 
-import os
 import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +20,9 @@ from urllib.parse import urlparse
 
 from .config import dataset_source
 from .download import by_hand, offline, present
-from .ingest import download_origin, source_root
+from .ingest import download_origin, downloaded_into_resources, source_root
 from .segment import checkpoints as ckpt
+from .sources import source_spec
 from .stages import enabled_segmenters
 
 #: Seconds to wait for a download host to accept a connection.
@@ -55,14 +55,12 @@ def _missing_dataset(name: str, cfg: dict, config: dict) -> Missing | None:
     origin = download_origin(name, cfg)
     root = source_root(name, cfg, config)
     key = f"datasets.{name}"
-    if origin and root == Path(config["resources"]) / name:  # the workflow downloads it there
+    if downloaded_into_resources(name, cfg, config):
         if present(origin, root):
             return None
         fetch = by_hand(origin, root)
         return Missing(key, fetch["get"], fetch["put"], fetch["url"])
     # A configured path is the user's to fill: the reader's input files say whether it is there.
-    from .sources import source_spec
-
     if source_spec(source).inputs(root):
         return None
     get = f"the {source} dataset"
@@ -165,4 +163,4 @@ def check(config: dict, timeout: float = PROBE_TIMEOUT) -> list[Missing]:
     return [m for m in items if not m.url]
 
 
-__all__ = ["Missing", "PreflightError", "check", "missing", "message", "offline_reason", "PROBE_TIMEOUT"]
+__all__ = ["PROBE_TIMEOUT", "Missing", "PreflightError", "check", "message", "missing", "offline_reason"]
