@@ -32,6 +32,6 @@ rule download:
 onstart:
     try:
         for item in preflight.check(config):
-            logger.warning(f"loclens: {item.key} lacks {item.get}; put it at {item.put}")
+            logger.warning(f"loclens: {item.key} needs {item.get}, which nothing fetches; put it at: {item.put}")
     except preflight.PreflightError as exc:
         raise WorkflowError(str(exc)) from None

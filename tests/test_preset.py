@@ -157,6 +157,16 @@ def test_check_raises_offline_with_every_item_and_online_returns_what_nothing_fe
     assert [m.key for m in preflight.check(config)] == [m.key for m in preflight.missing(config) if not m.url]
 
 
+def test_check_offline_stops_for_a_file_nothing_fetches_too(tmp_path):
+    config = load(PRESET)
+    config["datasets"] = {"sample": {"n_images": 1}}
+    config["segment"]["sam"]["checkpoint"] = str(tmp_path / "sam.pth")
+    config["segment"]["medsam"] = {**config["segment"]["medsam"], "backend": "litemedsam"}
+    with pytest.raises(preflight.PreflightError, match=r"lacks 1 input\(s\)") as err:
+        preflight.check(config)
+    assert f"put  {tmp_path / 'sam.pth'} (segment.sam.checkpoint)" in str(err.value)
+
+
 def test_check_counts_file_urls_as_fetched_here(tmp_path):
     config = load(PRESET)
     config["datasets"] = {"sample": {"n_images": 1}}

@@ -89,7 +89,7 @@ def _missing_checkpoint(segmenter: str, cfg: dict, resources: str) -> Missing | 
     if cfg.get("checkpoint"):
         path = Path(cfg["checkpoint"]).expanduser()
         known = f"{ckpt.spec_filename(spec)} from {_spec_url(spec)} (sha256 {spec['sha256']})" if spec else manual
-        return None if path.is_file() else Missing(key, f"{model}: {known}", f"{path} ({key}.checkpoint)")
+        return None if path.exists() else Missing(key, f"{model}: {known}", f"{path} ({key}.checkpoint)")
     if spec is None:
         return Missing(key, f"{model}: {manual}", f"any path, then set {key}.checkpoint to it")
     target = Path(resources) / "checkpoints" / ckpt.spec_filename(spec)
@@ -152,12 +152,14 @@ def message(items: list[Missing], reason: str) -> str:
 
 
 def check(config: dict, timeout: float = PROBE_TIMEOUT) -> list[Missing]:
-    """What the build lacks and nothing fetches by itself (to be reported), after raising
-    :class:`PreflightError` with the full list if something must come over a network that is
-    not there. Opens connections only when something is missing."""
+    """Raise :class:`PreflightError` listing everything the build lacks when this machine is
+    offline; online, return what nothing fetches by itself (to be reported: its own job fails
+    later with the same advice, and a run that does not need it, ``snakemake download`` for one,
+    goes on). Opens connections only when something must be downloaded."""
     items = [m for m in missing(config) if not m.fetched_here]
-    remote = [m.url for m in items if m.url]
-    reason = offline_reason(remote, timeout) if remote else None
+    if not items:
+        return []
+    reason = offline_reason([m.url for m in items if m.url], timeout)
     if reason:
         raise PreflightError(message(items, reason))
     return [m for m in items if not m.url]
