@@ -119,6 +119,19 @@ def test_a_configured_path_that_is_empty_is_missing_and_only_the_user_can_fill_i
     assert "segment.sam" not in {m.key for m in preflight.missing(config)}
 
 
+def test_a_hub_parquet_dataset_is_missing_until_a_parquet_file_is_in_place(tmp_path):
+    config = load(PRESET)
+    config["resources"] = str(tmp_path / "res")
+    config["datasets"] = {"pathvqa": {"source": "hf_parquet", "repo": "someone/path-vqa", "lang": "en"}}
+    config["segment"]["sam"]["enabled"] = config["segment"]["medsam"]["enabled"] = False
+    (item,) = preflight.missing(config)
+    assert item.key == "datasets.pathvqa" and item.url.endswith("/datasets/someone/path-vqa")
+    assert item.put.startswith(f"{tmp_path / 'res' / 'pathvqa'}/")
+    (tmp_path / "res" / "pathvqa" / "data").mkdir(parents=True)
+    (tmp_path / "res" / "pathvqa" / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+    assert preflight.missing(config) == []
+
+
 def _online(monkeypatch):
     from huggingface_hub import constants
 

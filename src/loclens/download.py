@@ -102,6 +102,10 @@ def hub_instructions(repo: str, dest: Path) -> str:
     )
 
 
+def _unknown(what: str) -> DownloadError:
+    return DownloadError(f"cannot download {what!r}: known are slake, vqa_rad and hub:<owner>/<name>")
+
+
 def present(what: str, dest: Path) -> bool:
     """Whether ``dest`` already holds what ``download(what, dest)`` fetches, so that the download
     runs without network (it then only unpacks and records checksums)."""
@@ -112,7 +116,7 @@ def present(what: str, dest: Path) -> bool:
         return unpacked or (dest / VQA_RAD_ZIP).is_file()
     if what.startswith("hub:"):
         return dest.is_dir() and any(dest.rglob("*.parquet"))
-    raise DownloadError(f"cannot download {what!r}: known are slake, vqa_rad and hub:<owner>/<name>")
+    raise _unknown(what)
 
 
 def by_hand(what: str, dest: Path) -> dict[str, str]:
@@ -140,7 +144,7 @@ def by_hand(what: str, dest: Path) -> dict[str, str]:
             "url": f"{constants.ENDPOINT}/datasets/{repo}",
             "put": f"{dest}/ (e.g. `hf download {repo} --repo-type dataset --local-dir {dest}`)",
         }
-    raise DownloadError(f"cannot download {what!r}: known are slake, vqa_rad and hub:<owner>/<name>")
+    raise _unknown(what)
 
 
 # --- network steps (the only code here that touches the network) -------------------------------
@@ -264,7 +268,7 @@ def download(what: str, dest, revision: str | None = None, url: str | None = Non
     elif what.startswith("hub:") and what.count("/") == 1:
         origin = download_hub(what[len("hub:"):], dest, revision, timeout)
     else:
-        raise DownloadError(f"cannot download {what!r}: known are slake, vqa_rad and hub:<owner>/<name>")
+        raise _unknown(what)
     record = {**origin, "loclens_version": package_version(), "files": checksums(dest)}
     write_json(dest / RECORD, record)
     return record
