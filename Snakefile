@@ -1,5 +1,6 @@
 # loclens: build localization-lens datasets (ingest -> segment -> render -> release).
-# Quick start: `snakemake --cores 2` builds the embedded sample dataset offline.
+# Quick start: `snakemake --cores 2` builds the embedded sample dataset offline;
+# `snakemake --cores N --configfile config/paper.yaml` downloads and builds the paper's lens data.
 # `snakemake publish` pushes the validated release to the Hub (never part of the default run).
 # All logic lives in the `loclens` package; rules only call its CLI.
 from snakemake.utils import min_version

@@ -1,20 +1,30 @@
 # Config validation and helper functions shared by all rules (no rule bodies here).
+import copy
 import json
 import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
-from loclens import stages
+from loclens import preflight, stages
 from loclens.config import ConfigError, dataset_source
 from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
-from loclens.ingest import download_origin, source_root
+from loclens.ingest import download_origin, downloaded_into_resources, source_root
 from loclens.sources import source_spec
 from loclens.segment import checkpoints as ckpt
 from loclens.evaluate import grid
 from loclens.evaluate.tables import TABLE_STEMS
+
+# `datasets` says what to build as a whole: a configuration given on the command line
+# (--configfile, --config) that sets it replaces config.yaml's list instead of being merged into
+# it key by key (Snakemake's rule for every other key), so naming real datasets does not also
+# build the sample. Command-line files still merge with each other: an overlay can add a `path`
+# to a dataset of config/paper.yaml.
+if "datasets" in workflow.config_settings.overwrite_config:
+    config["datasets"] = copy.deepcopy(workflow.config_settings.overwrite_config["datasets"])
 
 # The same schema twice: loclens first, for one short message listing every wrong key at once
 # ("render: Additional properties are not allowed ('alhpa' was unexpected)"); then Snakemake's
@@ -63,24 +73,24 @@ def as_json(obj):
 
 
 def ingest_input(wildcards):
-    """The source's files: the generated sample's QA file, or the dataset's files that exist.
-    Missing data is not an input error here: the ingest job then fails with the instructions
-    of how to get it (the workflow never downloads unless asked with the `download` target)."""
-    cfg = config["datasets"][wildcards.dataset]
-    source = dataset_source(wildcards.dataset, cfg)
+    """What an ingest reads: the generated sample's QA file; for a dataset in <resources>/<name>,
+    its download record (so the default target downloads what is not there yet, and the record's
+    checksums stand for the files); otherwise the dataset's files that exist. Missing data at a
+    configured path is not an input error here: the ingest job then fails saying how to get it."""
+    name = wildcards.dataset
+    cfg = config["datasets"][name]
+    source = dataset_source(name, cfg)
     if source == "sample":
-        return RESOURCES / "sample" / wildcards.dataset / "VQA_RAD Dataset Public.json"
-    return source_spec(source).inputs(source_root(wildcards.dataset, cfg, config))
+        return RESOURCES / "sample" / name / "VQA_RAD Dataset Public.json"
+    if downloaded_into_resources(name, cfg, config):
+        return RESOURCES / name / DOWNLOAD_RECORD
+    return source_spec(source).inputs(source_root(name, cfg, config))
 
 
 def download_targets():
     """Download records of the configured datasets that live in <resources>/<name>."""
-    out = []
-    for name in DATASETS:
-        cfg = config["datasets"][name]
-        if download_origin(name, cfg) and source_root(name, cfg, config) == RESOURCES / name:
-            out.append(RESOURCES / name / DOWNLOAD_RECORD)
-    return out
+    datasets = config["datasets"]
+    return [RESOURCES / n / DOWNLOAD_RECORD for n in DATASETS if downloaded_into_resources(n, datasets[n], config)]
 
 
 def plan_of(dataset):

@@ -1,7 +1,7 @@
-# Download: fetch the real datasets into <resources>/<name> when the user asks for it
-# (`snakemake download`); never part of the default target. Runs on the submit host
-# (localrule), where a cluster has internet. Offline, the job fails with the instructions of
-# what to download by hand and where to put it (printed and in the log).
+# Download: fetch the real datasets into <resources>/<name>. The ingest of a dataset that lives
+# there reads its download record, so the default target downloads what is not there yet (files
+# already in place are only unpacked and recorded, without network); `snakemake download` fetches
+# them alone. Runs on the submit host (localrule), where a cluster has internet.
 
 
 rule download_dataset:
@@ -23,3 +23,15 @@ rule download:
     localrule: True
     input:
         download_targets(),
+
+
+# Before any job runs (not in dry runs): on a machine that cannot download, stop at once with one
+# message naming every dataset and checkpoint to fetch by hand and where to put it, rather than
+# failing at the first download job. Online, only inputs that nothing fetches are reported here;
+# their own jobs fail later with the same advice.
+onstart:
+    try:
+        for item in preflight.check(config):
+            logger.warning(f"loclens: {item.key} needs {item.get}, which nothing fetches; put it at: {item.put}")
+    except preflight.PreflightError as exc:
+        raise WorkflowError(str(exc)) from None

@@ -123,14 +123,17 @@ def test_unsafe_members_refuse_the_whole_archive(tmp_path, member, problem):
     assert not (tmp_path / "out" / "good.txt").exists() and not (tmp_path / "evil").exists()
 
 
-def test_snakemake_download_target_offline_fails_with_instructions_and_all_never_downloads(tmp_path):
+def test_snakemake_download_and_default_targets_offline_stop_before_any_job_saying_what_to_get(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"] = {"slake": {}}
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
-    proc = run_snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", "download", check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "https://huggingface.co/datasets/BoKelvin/SLAKE" in out and "loclens download slake --out resources/slake" in out
-    dry = run_snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", "-n", check=False)
-    assert "download_dataset" not in dry.stdout + dry.stderr and "ingest" in dry.stdout + dry.stderr
+    for target in (["download"], []):
+        proc = run_snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", *target, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0
+        assert "https://huggingface.co/datasets/BoKelvin/SLAKE" in out and "put  resources/slake/" in out, out[-3000:]
+        assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+    # The default target downloads a dataset that lives in resources/<name> before ingesting it.
+    dry = run_snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", "-n")
+    assert "download_dataset" in dry.stdout + dry.stderr and "resources/slake/loclens-download.json" in dry.stdout + dry.stderr

@@ -102,6 +102,51 @@ def hub_instructions(repo: str, dest: Path) -> str:
     )
 
 
+def _unknown(what: str) -> DownloadError:
+    return DownloadError(f"cannot download {what!r}: known are slake, vqa_rad and hub:<owner>/<name>")
+
+
+def present(what: str, dest: Path) -> bool:
+    """Whether ``dest`` already holds what ``download(what, dest)`` fetches, so that the download
+    runs without network (it then only unpacks and records checksums)."""
+    if what == "slake":
+        return _slake_present(dest)
+    if what == "vqa_rad":
+        unpacked = (dest / VQA_RAD_JSON).is_file() and (dest / VQA_RAD_IMAGES).is_dir()
+        return unpacked or (dest / VQA_RAD_ZIP).is_file()
+    if what.startswith("hub:"):
+        return dest.is_dir() and any(dest.rglob("*.parquet"))
+    raise _unknown(what)
+
+
+def by_hand(what: str, dest: Path) -> dict[str, str]:
+    """One line each of what to fetch (``get``), from where (``url``, the address a download
+    would use) and where to put it (``put``): the short form of the ``*_instructions`` above, for
+    a list of everything a build lacks."""
+    from huggingface_hub import constants
+
+    if what == "slake":
+        return {
+            "get": f"SLAKE: the files {', '.join(SLAKE_FILES)}",
+            "url": f"{constants.ENDPOINT}/datasets/{SLAKE_REPO}",
+            "put": f"{dest}/ (e.g. `hf download {SLAKE_REPO} --repo-type dataset --local-dir {dest}`)",
+        }
+    if what == "vqa_rad":
+        return {
+            "get": f"VQA-RAD: the OSF project's files as one zip (page {VQA_RAD_PAGE})",
+            "url": VQA_RAD_ZIP_URL,
+            "put": f"{dest / VQA_RAD_ZIP} (or its '{VQA_RAD_JSON}' and '{VQA_RAD_IMAGES}/' in {dest}/)",
+        }
+    if what.startswith("hub:"):
+        repo = what[len("hub:"):]
+        return {
+            "get": f"{repo}: the dataset repository's Parquet files",
+            "url": f"{constants.ENDPOINT}/datasets/{repo}",
+            "put": f"{dest}/ (e.g. `hf download {repo} --repo-type dataset --local-dir {dest}`)",
+        }
+    raise _unknown(what)
+
+
 # --- network steps (the only code here that touches the network) -------------------------------
 
 
@@ -223,7 +268,7 @@ def download(what: str, dest, revision: str | None = None, url: str | None = Non
     elif what.startswith("hub:") and what.count("/") == 1:
         origin = download_hub(what[len("hub:"):], dest, revision, timeout)
     else:
-        raise DownloadError(f"cannot download {what!r}: known are slake, vqa_rad and hub:<owner>/<name>")
+        raise _unknown(what)
     record = {**origin, "loclens_version": package_version(), "files": checksums(dest)}
     write_json(dest / RECORD, record)
     return record
@@ -245,4 +290,4 @@ def read_origin(root) -> dict | None:
     return summary
 
 
-__all__ = ["download", "read_origin", "DownloadError", "offline", "RECORD", "COPY_NOTES"]
+__all__ = ["download", "read_origin", "present", "by_hand", "DownloadError", "offline", "RECORD", "COPY_NOTES"]

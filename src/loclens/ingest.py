@@ -53,6 +53,14 @@ def download_origin(name: str, dataset_cfg: dict) -> str | None:
     return source_spec(source).download
 
 
+def downloaded_into_resources(name: str, dataset_cfg: dict, config: dict) -> bool:
+    """Whether the workflow downloads the dataset: a source ``loclens download`` fetches, living
+    in ``<resources>/<name>`` (no ``path``, or that one)."""
+    if not download_origin(name, dataset_cfg):
+        return False
+    return source_root(name, dataset_cfg, config) == Path(config["resources"]) / name
+
+
 def unpack_dir(name: str, config: dict) -> Path:
     """Where archives and embedded images of a dataset are unpacked (SLAKE imgs.zip, Parquet)."""
     return Path(config["resources"]) / "unpacked" / name
