@@ -294,6 +294,8 @@ def cmd_bench(args) -> int:
         train_samples=args.train_samples,
         scale_images=args.scale_images or [],
         scale_sides=args.scale_sides or [],
+        model=args.model,
+        workers=args.workers if args.workers is not None else [0, 1, 2],
         workdir=Path(args.workdir) if args.workdir else None,
         keep=bool(args.workdir),
         quiet=args.quiet,
@@ -447,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=int, default=32, help="samples the training reader is timed on")
     p.add_argument("--scale-images", type=_int_list, help="e.g. 8,32,64: cost and peak memory vs number of images")
     p.add_argument("--scale-sides", type=_int_list, help="e.g. 256,512,1024,2048: cost vs longest image side")
+    p.add_argument("--model", help="null:ENC[+DEC]: replace the box-prompted models by a stand-in of fixed latency "
+                   "(ms per image for the encoder, per call for the decoder) and measure whether the pipeline keeps up")
+    p.add_argument("--workers", type=_int_list, help="with --model: worker process counts to compare (default: 0,1,2)")
     p.add_argument("--workdir", help="keep the bench files here (default: a temporary folder, removed)")
     p.add_argument("--json", help="also write the full report as JSON to this file")
     p.add_argument("--export-subset", metavar="DIR", help="only write the N-image VQA-RAD subset to DIR and exit")

@@ -145,6 +145,8 @@ def _stage_rows(stages: dict) -> list[list]:
             rows.append([key, 1 / f["s_per_row"], f["s_per_row"], "dataset card (view counts) + manifest (sha256 of shards), per row"])
         elif kind == "parquet":
             rows.append(["parquet write / read", "", "", f"write {num(f['write_mb_per_s'])} MB/s, read {num(f['read_mb_per_s'])} MB/s (release writer: streamed, atomic; largest shard, best of rounds)"])
+        elif kind in ("steps", "pipeline"):
+            continue  # their own tables below
         elif kind == "train":
             if f.get("available"):
                 rows.append(["train reader", f.get("samples_per_s"), "", "samples/s"])
@@ -167,6 +169,29 @@ def _boxes_text(key: str, f: dict) -> list[str]:
             f"encode + 8 / encode + 1 = {num(f['image_8_vs_1_prompt'])}x (image)",
         ]
     return lines
+
+
+STEP_NAMES = {
+    "read": "read file",
+    "decode": "decode image (as the runner reads it)",
+    "prompts": "box prompts",
+    "prepare": "backend preprocessing (prepare)",
+    "post_cpu_rle": "post: host masks -> pycocotools RLE -> entries",
+    "post_pipeline": "post: the runner's post-processing of device masks",
+}
+
+
+def _steps_text(key: str, f: dict) -> list[str]:
+    rows = [[STEP_NAMES.get(k, k), v * 1000] for k, v in f["s_per_image"].items()]
+    rows.append(["loader total (read + decode + prompts + prepare)", f["loader_s_per_image"] * 1000])
+    return ["", f"{key}: CPU cost per image of each step around the model ({f['images']} images, "
+            f"{num(f['masks_per_image'])} masks/image, one thread, best of rounds):", table(["step", "ms/image"], rows)]
+
+
+def _pipeline_text(key: str, f: dict) -> list[str]:
+    rows = [[str(r["workers"]), r["images_per_s"], r["model_images_per_s"], r["sustained_fraction"], r["seconds"]] for r in f["runs"]]
+    return ["", f"{key}: rate with model {f['model']} (stand-in alone: {num(f['stand_in_images_per_s'])} images/s), device {f['device']}:",
+            table(["workers", "images/s", "model-bound images/s", "sustained", "seconds"], rows)]
 
 
 def _memory_rows(stages: dict) -> list[list]:
@@ -214,6 +239,7 @@ def format_report(report: dict) -> str:
     stages = report["stages"]
     lines = [
         f"loclens bench: {report['n_images']} real VQA-RAD images, device {m['device']}"
+        + (f", model replaced by the stand-in {report['model']}" if report.get("model") else "")
         + (f" ({m['gpu']})" if m.get("gpu") else ""),
         f"machine: {m['cpu']}, {m['cpu_cores']} cores, {m['memory_gib']} GiB; python {m['python']}, torch {m['torch']} "
         f"({m['torch_threads']} threads); load average {num(m['load_average_1m'])}",
@@ -223,6 +249,10 @@ def format_report(report: dict) -> str:
     for key, r in stages.items():
         if key.startswith("boxes ") and ok(r):
             lines += [""] + _boxes_text(key, r["figures"])
+        elif key.startswith("steps ") and ok(r):
+            lines += _steps_text(key, r["figures"])
+        elif key.startswith("pipeline ") and ok(r):
+            lines += _pipeline_text(key, r["figures"])
     pq = figures(stages, "parquet")
     if pq:
         lines += ["", f"parquet settings ({pq['rows']} rows of the largest shard; best of rounds):",

@@ -192,7 +192,8 @@ def write_masks(path, results: list[dict], info: dict) -> None:
 
 
 def run_segment_shard(
-    segmenter_name: str, cfg: dict, rows: list[dict], out_path, device: str = "auto", context_masks: dict | None = None
+    segmenter_name: str, cfg: dict, rows: list[dict], out_path, device: str = "auto", context_masks: dict | None = None,
+    stand_in: str | None = None,
 ) -> dict:
     """Segment the unique images of ``rows`` and write ``out_path``; returns timing figures.
     The model is loaded once and kept for the whole shard."""
@@ -200,7 +201,7 @@ def run_segment_shard(
     unique.sort(key=lambda r: r["image_id"])
     t0 = time.perf_counter()
     resolved = resolve_device(device)
-    segmenter = build_segmenter(segmenter_name, cfg, resolved)
+    segmenter = build_segmenter(segmenter_name, cfg, resolved, stand_in=stand_in)
     load_s = time.perf_counter() - t0
     results = segment_images(segmenter, unique, cfg, context_masks)
     write_masks(Path(out_path), results, segmenter_info(segmenter, cfg))
