@@ -81,7 +81,10 @@ def cmd_segment(args) -> int:
     plan = json.loads(Path(args.plan).read_text())
     ids = plan["segment_shards"][args.shard]
     rows = shard_rows(args.records, ids)
-    stats = run_segment_shard(args.segmenter, cfg, rows, args.out, device=args.device, context_masks=context)
+    stats = run_segment_shard(
+        args.segmenter, cfg, rows, args.out, device=args.device, context_masks=context, workers=args.workers,
+        threads=args.threads, set_torch_threads=True,
+    )
     print(json.dumps({"shard": args.shard, **stats}))
     return 0
 
@@ -353,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="model weights (default: from the settings, see `fetch-checkpoint`)")
     p.add_argument("--resources", default="resources", help="folder holding checkpoints/ (default: resources)")
     p.add_argument("--context-masks", action="append", help="SEGMENTER=cache1,cache2: masks prompt sources may read")
+    p.add_argument("--threads", type=int, help="cores of this job (default: the CPUs this process may use, e.g. SLURM's cpus_per_task)")
+    p.add_argument("--workers", type=int, help="loader processes (default: from --threads; 0: none)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_segment)
 

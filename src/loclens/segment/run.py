@@ -277,16 +277,19 @@ def write_masks(path, results: list[dict], info: dict) -> None:
 
 def run_segment_shard(
     segmenter_name: str, cfg: dict, rows: list[dict], out_path, device: str = "auto", context_masks: dict | None = None,
-    stand_in: str | None = None, workers: int | None = None, threads: int | None = None,
+    stand_in: str | None = None, workers: int | None = None, threads: int | None = None, set_torch_threads: bool = False,
 ) -> dict:
     """Segment the unique images of ``rows`` and write ``out_path``; returns timing figures.
     The model is loaded once and kept for the whole shard. ``threads``: the job's cores (None:
     the CPUs this process may use); ``workers``: loader processes (None: from ``threads``, see
-    ``workers.plan``; 0: none)."""
+    ``workers.plan``; 0: none). ``set_torch_threads``: give the model the plan's share of the
+    cores (a segment job's own process; not for callers that share theirs)."""
     unique = list({r["image_id"]: r for r in rows}.values())
     unique.sort(key=lambda r: r["image_id"])
     t0 = time.perf_counter()
     resolved = resolve_device(device)
+    if set_torch_threads:
+        torch.set_num_threads(workers_plan(threads or available_cpus(), torch.device(resolved), workers).torch_threads)
     segmenter = build_segmenter(segmenter_name, cfg, resolved, stand_in=stand_in)
     load_s = time.perf_counter() - t0
     results = segment_images(segmenter, unique, cfg, context_masks, workers=workers, threads=threads)
