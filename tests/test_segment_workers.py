@@ -136,3 +136,14 @@ def test_release_is_byte_identical_with_and_without_workers(tmp_path):
     assert sum(len(m) for m in masks["in-process"]) > 0 and shards["in-process"]
     assert masks["workers"] == masks["device-rle"] == masks["in-process"]
     assert shards["workers"] == shards["device-rle"] == shards["in-process"]
+
+
+def test_a_loader_process_error_names_the_image(sample_rows, tmp_path):
+    from loclens.imageio import ImageError
+
+    config, rows = sample_rows
+    cfg = config["segment"]["medsam"]
+    seg = build_segmenter("medsam", cfg, "cpu", stand_in="null:1")
+    bad = {**rows[1], "path": str(tmp_path / "gone.jpg")}
+    with pytest.raises(ImageError, match="gone.jpg: image file not found"):
+        segment_images(seg, [rows[0], bad, rows[2]], cfg, progress=False, workers=2)

@@ -10,6 +10,10 @@ PIPELINE_SHARE_LIMIT = 0.10
 BATCHED_DECODE_LIMIT = 2.0
 NAIVE_SPEEDUP_LIMIT = 3.0
 MEMORY_GROWTH_LIMIT = 0.10
+#: On a GPU: the share of the model-bound rate a segment job sustains, by family (SAM's
+#: automatic mode has more post-processing per image), and the speed-up over the naive mode.
+GPU_MODEL_BOUND_LIMIT = {"medsam": 0.8, "sam": 0.6}
+GPU_NAIVE_SPEEDUP_LIMIT = 10.0
 
 
 def ok(result: dict | None) -> bool:
@@ -71,6 +75,12 @@ def derive(report: dict) -> dict:
             targets.append(_target("decoder: 8 prompts batched vs 1 prompt", f["batched_8_vs_1_prompt"], BATCHED_DECODE_LIMIT, True, v))
             targets.append(_target("image: encode + 8 prompts vs encode + 1 prompt", f["image_8_vs_1_prompt"], BATCHED_DECODE_LIMIT, True, v))
     summary = {}
+    for key, r in stages.items():
+        f = r.get("figures") if ok(r) else None
+        if key.startswith("segment ") and f and str(f.get("device", "")).startswith("cuda") and "model_bound_fraction" in f:
+            v = key.split(" ", 1)[1]
+            limit = GPU_MODEL_BOUND_LIMIT.get(v.split("/")[0], 0.8)
+            targets.append(_target("GPU: segment rate / model-bound rate (encoder + decoder alone)", f["model_bound_fraction"], limit, False, v))
     primary = _primary_segments(stages)
     ingest, render, release = figures(stages, "ingest"), figures(stages, "render"), figures(stages, "release")
     if primary and ingest and render:
@@ -90,6 +100,8 @@ def derive(report: dict) -> dict:
                 speedup = f["seconds"] / (ours["seconds"] + render["seconds"])
                 summary[f"naive_speedup {v}"] = speedup
                 targets.append(_target("speed-up over the naive mode (segment + render)", speedup, NAIVE_SPEEDUP_LIMIT, False, v))
+                if str(ours.get("device", "")).startswith("cuda"):
+                    targets.append(_target("GPU: speed-up over the naive mode (segment + render)", speedup, GPU_NAIVE_SPEEDUP_LIMIT, False, v))
     growth = memory_growth(report.get("scaling", {}).get("images", []))
     for g in growth:
         targets.append(_target(f"peak RSS growth {g['n_from']} -> {g['n_to']} images", g["growth"], MEMORY_GROWTH_LIMIT, True, g["stage"]))
@@ -133,7 +145,8 @@ def _stage_rows(stages: dict) -> list[list]:
         elif kind == "segment":
             rows.append([key, f["images_per_s"], f["s_per_image"],
                          f"encoder {num(f['encoder_s_per_image'])} + decoder {num(f['decoder_s_per_image'])} + other "
-                         f"{num(f['other_s_per_image'])} s/img; load {num(f['model_load_s'])} s; {num(f['masks_per_image'])} masks/img"])
+                         f"{num(f['other_s_per_image'])} s/img; load {num(f['model_load_s'])} s; {num(f['masks_per_image'])} masks/img; "
+                         f"{num(f.get('model_bound_fraction'))} of the model-bound {num(f.get('model_bound_images_per_s'))} img/s"])
         elif kind == "naive":
             rows.append([key, f["images_per_s"], f["s_per_image"],
                          f"segment {num(f['segment_seconds'] / f['images'])} + render {num(f['render_seconds'] / f['images'])} s/img (PNG files)"])
@@ -189,9 +202,10 @@ def _steps_text(key: str, f: dict) -> list[str]:
 
 
 def _pipeline_text(key: str, f: dict) -> list[str]:
-    rows = [[str(r["workers"]), r["images_per_s"], r["model_images_per_s"], r["sustained_fraction"], r["seconds"]] for r in f["runs"]]
+    rows = [[str(r["workers"]), r["images_per_s"], r["model_images_per_s"], r["sustained_fraction"], r["main_cpu_s_per_image"] * 1000,
+             r["seconds"]] for r in f["runs"]]
     return ["", f"{key}: rate with model {f['model']} (stand-in alone: {num(f['stand_in_images_per_s'])} images/s), device {f['device']}:",
-            table(["workers", "images/s", "model-bound images/s", "sustained", "seconds"], rows)]
+            table(["workers", "images/s", "model-bound images/s", "sustained", "main process CPU ms/image", "seconds"], rows)]
 
 
 def _memory_rows(stages: dict) -> list[list]:

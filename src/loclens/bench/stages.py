@@ -153,6 +153,10 @@ def segment_stage(spec: dict) -> dict:
         "encoder_s_per_image": enc / n,
         "decoder_s_per_image": dec / n,
         "model_seconds": enc + dec,
+        # The rate the model alone allows (encoder + decoder time) and the share of it the
+        # pipeline sustains (1: the model never waits for the CPU side).
+        "model_bound_images_per_s": per(n, enc + dec),
+        "model_bound_fraction": (enc + dec) / seconds if seconds > 0 else 0.0,
         # Decoding images, prompts, RLE and the cache write: the pipeline's own work in this stage
         # (what the loader thread overlaps with the model is not counted).
         "other_seconds": other,

@@ -100,13 +100,12 @@ class StandIn:
         with timed(self.timings, "decoder", self.device):
             if len(boxes):
                 time.sleep(self.decoder_s)
-            b = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), device=self.device)
-            ys = torch.arange(h, device=self.device, dtype=torch.float32)[None, :, None]
-            xs = torch.arange(w, device=self.device, dtype=torch.float32)[None, None, :]
-            masks = (
-                (ys >= b[:, 1, None, None]) & (ys < b[:, 3, None, None]) & (xs >= b[:, 0, None, None]) & (xs < b[:, 2, None, None])
-            )
-            scores = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / float(h * w)).clamp(0, 1)
+            b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            masks = torch.zeros((len(b), h, w), dtype=torch.bool, device=self.device)
+            for i, (x0, y0, x1, y1) in enumerate(np.ceil(b).astype(int)):  # pixels whose index is inside the box
+                masks[i, max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / float(h * w)
+            scores = torch.as_tensor(np.clip(area, 0, 1), device=self.device)
         return masks, scores
 
     def decode(self, enc: Encoded, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
