@@ -135,7 +135,8 @@ def test_stand_in_model_measures_the_pipeline_around_it(vqa_rad_root, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = json.loads(report.read_text())["stages"]
     steps = stages["steps medsam/litemedsam"]["figures"]
-    assert set(steps["s_per_image"]) == {"read", "decode", "prompts", "prepare", "post_cpu_rle", "post_pipeline"}
+    assert set(steps["s_per_image"]) == {"read", "decode", "prompts", "prepare", "post_cpu_rle", "post_pipeline",
+                                            "post_entries_from_counts"}
     assert all(v > 0 for v in steps["s_per_image"].values())
     pipeline = stages["pipeline medsam/litemedsam"]["figures"]
     assert pipeline["stand_in_images_per_s"] == pytest.approx(1 / 0.006)

@@ -79,6 +79,9 @@ def steps_stage(spec: dict) -> dict:
         if post is not None:
             t, _ = _best_of(lambda: post(segmenter, masks, scores, prompts, size), repeats)
             add("post_pipeline", t)  # the runner's own post-processing of device masks
+            counts = runner.device_rle_counts(masks, size)
+            t, _ = _best_of(lambda: runner.entries_from_counts(segmenter, counts, scores.cpu().numpy(), prompts, masks.shape[1:], size), repeats)
+            add("post_entries_from_counts", t)  # its host part on a GPU: run lengths -> COCO RLE -> entries
         masks_n += len(entries)
     n = len(rows)
     per_image = {k: v / n for k, v in totals.items()}

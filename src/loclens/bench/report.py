@@ -190,7 +190,8 @@ STEP_NAMES = {
     "prompts": "box prompts",
     "prepare": "backend preprocessing (prepare)",
     "post_cpu_rle": "post: host masks -> pycocotools RLE -> entries",
-    "post_pipeline": "post: the runner's post-processing of device masks",
+    "post_pipeline": "post: the runner's device post-processing (RLE on this device + entries)",
+    "post_entries_from_counts": "post: its host part (run lengths -> COCO RLE -> entries)",
 }
 
 
