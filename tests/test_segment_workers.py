@@ -81,7 +81,7 @@ def test_stand_in_masks_are_the_same_with_any_workers_and_post_processing(sample
     seg = build_segmenter("medsam", cfg, "cpu", stand_in="null:1+1")
     enc = seg.encode([np.zeros((30, 40, 3), np.uint8)])[0]
     assert enc.embedding.shape == (1, 256, 64, 64)
-    masks, scores = seg.decode_device(enc, np.array([[2, 3, 10, 20]], np.float32))
+    masks, _ = seg.decode_device(enc, np.array([[2, 3, 10, 20]], np.float32))
     assert masks.shape == (1, 30, 40) and masks.dtype == torch.bool and int(masks.sum()) == 8 * 17
     runs = {
         (k, dev): [r["masks"] for r in segment_images(seg, rows, cfg, progress=False, workers=k, post_on_device=dev)]

@@ -27,11 +27,12 @@ def _segmenter(spec: dict):
     return build_segmenter(spec["family"], segmenter_cfg(spec), device, stand_in=spec.get("model")), device
 
 
-def _best_of(fn, repeats: int) -> tuple[float, object]:
+def _best_of(repeats: int, fn, *args) -> tuple[float, object]:
+    """The best wall time of ``fn(*args)`` over ``repeats`` calls, and its result."""
     best, out = float("inf"), None
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
-        out = fn()
+        out = fn(*args)
         best = min(best, time.perf_counter() - t0)
     return best, out
 
@@ -59,14 +60,14 @@ def steps_stage(spec: dict) -> dict:
         totals[key] = totals.get(key, 0.0) + seconds
 
     for row in rows:
-        t, data = _best_of(lambda: read_bytes(row["path"]), repeats)
+        t, data = _best_of(repeats, read_bytes, row["path"])
         add("read", t)
-        t, image = _best_of(lambda: load_rgb(data, row["path"], max_side=getattr(runner, "WORK_MAX_SIDE", None)), repeats)
+        t, image = _best_of(repeats, load_rgb, data, row["path"], getattr(runner, "WORK_MAX_SIDE", None))
         add("decode", t)
         context = prompt_context(row, image.shape[:2], {})
-        t, prompts = _best_of(lambda: prompts_for(image, cfg["prompts"], cfg, context=context), repeats)
+        t, prompts = _best_of(repeats, prompts_for, image, cfg["prompts"], cfg, context)
         add("prompts", t)
-        t, prepared = _best_of(lambda: segmenter.prepare(image), repeats)
+        t, prepared = _best_of(repeats, segmenter.prepare, image)
         add("prepare", t)
         enc = segmenter.encode([image], [prepared])[0]
         boxes = np.array([p.box for p in prompts], dtype=np.float32).reshape(-1, 4)
@@ -74,13 +75,14 @@ def steps_stage(spec: dict) -> dict:
         sync(device)
         size = (row["height"], row["width"])
         host = masks.cpu().numpy()
-        t, entries = _best_of(lambda: runner.mask_entries(segmenter, host, scores.cpu().numpy(), prompts, size), repeats)
+        host_scores = scores.cpu().numpy()
+        t, entries = _best_of(repeats, runner.mask_entries, segmenter, host, host_scores, prompts, size)
         add("post_cpu_rle", t)  # masks on the host -> pycocotools RLE (+ resize) -> entries
         if post is not None:
-            t, _ = _best_of(lambda: post(segmenter, masks, scores, prompts, size), repeats)
+            t, _ = _best_of(repeats, post, segmenter, masks, scores, prompts, size)
             add("post_pipeline", t)  # the runner's own post-processing of device masks
             counts = runner.device_rle_counts(masks, size)
-            t, _ = _best_of(lambda: runner.entries_from_counts(segmenter, counts, scores.cpu().numpy(), prompts, masks.shape[1:], size), repeats)
+            t, _ = _best_of(repeats, runner.entries_from_counts, segmenter, counts, host_scores, prompts, tuple(masks.shape[1:]), size)
             add("post_entries_from_counts", t)  # its host part on a GPU: run lengths -> COCO RLE -> entries
         masks_n += len(entries)
     n = len(rows)

@@ -7,20 +7,20 @@ import os
 import resource
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 # The prompt sources' image libraries, imported with the segment job rather than while its
 # first image is prompted (prompts.py defers them so that loading the workflow stays light).
 import scipy.ndimage  # noqa: F401
 import skimage.filters  # noqa: F401
 import skimage.measure  # noqa: F401
+import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_path

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
