@@ -186,6 +186,30 @@ def _loader(segmenter, cfg: dict, context_masks: dict, pixels: bool):
     return load
 
 
+class _ImageMasks:
+    """Where one image's masks are made after the encoder: the decoder, then the RLE on the
+    device (CUDA), in a post-processing process (CPU) or, for automatic segmenters and backends
+    without ``decode_device``, in this process. ``submit`` returns a result with ``get()``."""
+
+    def __init__(self, segmenter, post_workers: int, post_on_device: bool | None):
+        self.segmenter = segmenter
+        automatic = getattr(segmenter, "automatic", False)
+        self.decode_device = None if automatic else getattr(segmenter, "decode_device", None)
+        on_cuda = segmenter.device.type == "cuda"
+        self.on_device = self.decode_device is not None and (on_cuda if post_on_device is None else post_on_device)
+        self.pool = PostPool(_host_entries, 0 if self.on_device or self.decode_device is None else post_workers)
+        self.provenance = _Provenance(segmenter.name, segmenter.model_name, segmenter.checkpoint_sha256)
+
+    def submit(self, enc, image: np.ndarray, prompts: list[Prompt] | None, size: tuple[int, int]):
+        if self.decode_device is None:
+            return Done(image_masks(self.segmenter, enc, image, prompts, size))
+        boxes = np.array([p.box for p in prompts], dtype=np.float32).reshape(-1, 4)
+        masks, scores = self.decode_device(enc, boxes)
+        if self.on_device:
+            return Done(post_process(self.segmenter, masks, scores, prompts, size))
+        return self.pool.apply(self.provenance, masks.cpu(), scores.float().cpu(), prompts, size)
+
+
 def segment_images(
     segmenter, rows: list[dict], cfg: dict, context_masks: dict | None = None, progress: bool = True,
     workers: int | None = None, threads: int | None = None, post_on_device: bool | None = None,
@@ -198,20 +222,17 @@ def segment_images(
     the job's cores; 0: threads of this process). ``post_on_device``: None = on CUDA."""
     plan = workers_plan(threads or available_cpus(), segmenter.device, workers)
     automatic = getattr(segmenter, "automatic", False)
-    decode_device = None if automatic else getattr(segmenter, "decode_device", None)
-    on_device = decode_device is not None and (segmenter.device.type == "cuda" if post_on_device is None else post_on_device)
     batch = encoder_batch(segmenter.device)
     load = _loader(segmenter, cfg, context_masks or {}, pixels=automatic or plan.loaders == 0)
     if plan.loaders:
         items = loaded(load, rows, plan.loaders)
     else:
         items = prefetched(load, rows, LOADER_THREADS, batch + LOADER_THREADS)
-    provenance = _Provenance(segmenter.name, segmenter.model_name, segmenter.checkpoint_sha256)
+    after = _ImageMasks(segmenter, plan.post, post_on_device)
     out: list[dict] = []
     pending: deque = deque()  # (record, result with .get()) in row order
 
-    with PostPool(_host_entries, 0 if on_device or automatic else plan.post) as post, \
-            tqdm(total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress) as bar:
+    with after.pool, tqdm(total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress) as bar:
 
         def collect(keep: int) -> None:
             while len(pending) > keep:
@@ -229,25 +250,12 @@ def segment_images(
             encoded = segmenter.encode(images, prepared if prepared[0] is not None else None)
             enc_each = (segmenter.timings["encoder"] - enc0) / len(images)
             for row, g, image, enc in zip(chunk, got, images, encoded):
-                size = (row["height"], row["width"])
                 d0 = segmenter.timings["decoder"]
-                if decode_device is None:
-                    result = Done(image_masks(segmenter, enc, image, g["prompts"], size))
-                else:
-                    boxes = np.array([p.box for p in g["prompts"]], dtype=np.float32).reshape(-1, 4)
-                    masks, scores = decode_device(enc, boxes)
-                    if on_device:
-                        result = Done(post_process(segmenter, masks, scores, g["prompts"], size))
-                    else:
-                        result = post.apply(provenance, masks.cpu(), scores.float().cpu(), g["prompts"], size)
-                record = {
-                    "image_id": row["image_id"],
-                    "masks": None,
-                    "encoder_seconds": enc_each,
-                    "decoder_seconds": segmenter.timings["decoder"] - d0,
-                }
+                result = after.submit(enc, image, g["prompts"], (row["height"], row["width"]))
+                record = {"image_id": row["image_id"], "masks": None, "encoder_seconds": enc_each,
+                          "decoder_seconds": segmenter.timings["decoder"] - d0}
                 pending.append((record, result))
-                collect(post.limit)
+                collect(after.pool.limit)
         collect(0)
     return out
 
