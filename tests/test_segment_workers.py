@@ -15,7 +15,12 @@ from hypothesis.extra.numpy import arrays
 from loclens.segment import build_segmenter, rle, standin
 from loclens.segment import workers as seg_workers
 from loclens.segment.prompts import Prompt
-from loclens.segment.run import image_masks, load_with_prompts, post_process, segment_images
+from loclens.segment.run import (
+    image_masks,
+    load_with_prompts,
+    post_process,
+    segment_images,
+)
 
 masks3 = st.tuples(st.integers(0, 4), st.integers(1, 16), st.integers(1, 16)).flatmap(lambda s: arrays(np.bool_, s))
 
@@ -31,13 +36,26 @@ def test_device_rle_equals_pycocotools_of_the_resized_mask(masks, size):
         assert (len(c) > 1) == bool(rle.decode(rle.encode_resized(mask, target)).any())  # one run: an empty mask
 
 
-def test_plan_uses_the_jobs_cores():
+def test_plan_uses_the_jobs_cores(monkeypatch):
+    monkeypatch.setattr(seg_workers, "shm_free_bytes", lambda: 64 * 2**30)
     gpu = seg_workers.plan(16, torch.device("cuda:0"))
     assert (gpu.loaders, gpu.post, gpu.torch_threads) == (15, 0, 1)
     cpu = seg_workers.plan(16, torch.device("cpu"))
     assert (cpu.loaders, cpu.post, cpu.torch_threads) == (2, 1, 16)
     assert seg_workers.plan(1, torch.device("cpu")).loaders == 1
     assert seg_workers.plan(8, "cpu", workers=0) == seg_workers.WorkerPlan(0, 0, 8)
+
+
+def test_plan_fits_a_small_shared_memory(monkeypatch):
+    item = seg_workers.ITEM_SHM_BYTES
+    monkeypatch.setattr(seg_workers, "shm_free_bytes", lambda: 2 * 20 * item)  # 20 items in flight
+    assert (seg_workers.plan(16, "cuda:0").loaders, seg_workers.plan(16, "cuda:0").prefetch) == (15, 1)
+    monkeypatch.setattr(seg_workers, "shm_free_bytes", lambda: 2 * 6 * item)
+    assert (seg_workers.plan(16, "cuda:0").loaders, seg_workers.plan(16, "cuda:0").prefetch) == (6, 1)
+    monkeypatch.setattr(seg_workers, "shm_free_bytes", lambda: 64 * 2**20)  # a container's default
+    assert seg_workers.plan(16, "cuda:0").loaders == 1
+    monkeypatch.setattr(seg_workers, "shm_free_bytes", lambda: 0)
+    assert seg_workers.plan(16, "cuda:0") == seg_workers.WorkerPlan(0, 0, 1, 1)
 
 
 def test_stand_in_spec_is_checked():

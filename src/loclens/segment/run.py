@@ -225,7 +225,7 @@ def segment_images(
     batch = encoder_batch(segmenter.device)
     load = _loader(segmenter, cfg, context_masks or {}, pixels=automatic or plan.loaders == 0)
     if plan.loaders:
-        items = loaded(load, rows, plan.loaders)
+        items = loaded(load, rows, plan.loaders, plan.prefetch)
     else:
         items = prefetched(load, rows, LOADER_THREADS, batch + LOADER_THREADS)
     after = _ImageMasks(segmenter, plan.post, post_on_device)

@@ -12,7 +12,8 @@ job's cores and the model (a GPU's, typically) never waits for one core.
   back (one transfer per image), so no pool is needed.
 
 Both are bounded (the DataLoader's ``prefetch_factor`` items per loader, ``2 * post`` pending
-images), so a job's memory does not grow with the shard. Processes are forked from the job
+images), so a job's memory does not grow with the shard; where /dev/shm is small (containers)
+the plan lowers the items in flight, then the loaders, to fit half of it. Processes are forked from the job
 (Linux, macOS with fork): the segmenter's ``prepare`` and the prompt sources are inherited, not
 pickled, and children never touch CUDA. Where fork is unavailable, or with ``workers=0``, the
 job loads in threads of its own process (``run.prefetched``).
@@ -29,11 +30,19 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+#: Shared-memory bytes one loaded image may hold in flight (MedSAM ViT-B's 1024 x 1024 x 3 float32
+#: input is 12 MiB; SAM's automatic mode also sends the decoded image): what bounds the loaders
+#: where /dev/shm is small (a container's default is 64 MiB).
+ITEM_SHM_BYTES = 24 * 2**20
+#: Items each loader keeps ready (the DataLoader's prefetch_factor) when shared memory allows.
+PREFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class WorkerPlan:
     loaders: int  # loader processes (0: threads of the job's own process)
     post: int  # post-processing processes (0: in the job's process or on the device)
     torch_threads: int  # intra-op threads of the model in the job's process
+    prefetch: int = PREFETCH  # items each loader keeps ready
 
 
 def available_cpus() -> int:
@@ -50,6 +60,14 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def shm_free_bytes() -> int | None:
+    """Free bytes of the shared memory the loaders' tensors travel through (None: unknown)."""
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return None
 
 
 def fork_available() -> bool:
@@ -65,8 +83,16 @@ def plan(threads: int, device, workers: int | None = None) -> WorkerPlan:
         workers = max(1, threads - 1) if cuda else max(1, threads // 8)
     if workers > 0 and not fork_available():
         workers = 0
+    prefetch = PREFETCH
+    free = shm_free_bytes() if workers > 0 else None
+    if free is not None:
+        # Half of the free shared memory for the loaders' items in flight: fewer items per
+        # loader first, then fewer loaders, then none (threads of the job's own process).
+        fits = free // 2 // ITEM_SHM_BYTES
+        prefetch = max(1, min(PREFETCH, fits // workers))
+        workers = min(workers, fits)
     post = 0 if cuda or workers == 0 else math.ceil(workers / 16)
-    return WorkerPlan(loaders=workers, post=post, torch_threads=1 if cuda else threads)
+    return WorkerPlan(loaders=workers, post=post, torch_threads=1 if cuda else threads, prefetch=prefetch)
 
 
 # --- passing arrays between processes ----------------------------------------------------------
@@ -117,7 +143,7 @@ def _as_is(item):
     return item
 
 
-def loaded(load: Callable, rows: list[dict], workers: int, ahead: int = 2) -> Iterator:
+def loaded(load: Callable, rows: list[dict], workers: int, ahead: int = PREFETCH) -> Iterator:
     """``load(row)`` for each row, in order, computed by ``workers`` forked processes, at most
     ``ahead`` items per worker in flight."""
     loader = torch.utils.data.DataLoader(
