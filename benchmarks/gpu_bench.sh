@@ -74,7 +74,7 @@ goal() {
   local out="${OUT:-bench_data/out}" ckpt=/tmp/loclens-random-ckpt
   mkdir -p "$out" "$ckpt"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-  nproc
+  nproc; df -h /dev/shm | tail -1   # loaders pass arrays through /dev/shm (a small one means fewer loaders)
   local common=(--vqa-rad "$DATA" --n-images "$N" --device auto --workdir /tmp/loclens-bench --repeats 1 --quiet)
   # (a) the CPU side alone against a 20 ms stand-in, 1..15 loader processes
   python3 -m loclens.cli bench "${common[@]}" --model null:20 --segmenters medsam/litemedsam --workers "${WORKERS:-1,4,8,15}" \
