@@ -175,3 +175,25 @@ def test_batched_rle_generator_gives_the_library_output(tiny_sam_checkpoint, set
         assert ours == theirs
         total += len(ours)
     assert total > 0
+
+
+def test_automatic_masks_are_the_same_from_loader_processes(tiny_sam_checkpoint, tmp_path):
+    """SAM's automatic mode through the runner: the image's pixels travel from the loader
+    processes through shared memory; the masks equal those of an in-process run."""
+    from PIL import Image
+
+    from loclens.segment.run import segment_images
+
+    rows = []
+    for k, (region, size) in enumerate((("abdomen", 96), ("chest", 80))):
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(phantom_rgb(region, size, k)[0]).save(path)
+        rows.append({"image_id": f"img{k}", "path": str(path), "height": size, "width": size})
+    no_filters = {k: None for k in ("min_area_fraction", "max_area_fraction", "max_span_fraction", "border_fraction",
+                                    "dedup_iou", "max_masks")}
+    cfg = _sam_cfg(tiny_sam_checkpoint, generator={**TINY_SAM_GENERATOR, "points_per_side": 2}, filter=no_filters)
+    seg = build_segmenter("sam", cfg, "cpu")
+    in_process = segment_images(seg, rows, {}, progress=False, workers=0)
+    forked = segment_images(seg, rows, {}, progress=False, workers=2)
+    assert [r["masks"] for r in forked] == [r["masks"] for r in in_process]
+    assert sum(len(r["masks"]) for r in forked) > 0
