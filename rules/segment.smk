@@ -14,7 +14,8 @@ rule segment:
         device=config["segment"]["device"],
         shard=lambda w: int(w.shard),
         extra=segment_extra_args,
-    threads: 4
+        workers="" if config["segment"]["workers"] is None else f"--workers {config['segment']['workers']}",
+    threads: config["segment"]["threads"]
     resources:
         gpu=1,
     log:
@@ -24,7 +25,7 @@ rule segment:
     shell:
         "OMP_NUM_THREADS={threads} loclens segment --records {input.records:q} --plan {input.plan:q}"
         " --shard {params.shard} --segmenter {wildcards.segmenter} --settings {params.settings:q}"
-        " --device {params.device} {params.extra} --out {output:q} > {log:q} 2>&1"
+        " --device {params.device} --threads {threads} {params.workers} {params.extra} --out {output:q} > {log:q} 2>&1"
 
 
 # Checkpoints are downloaded on the machine running Snakemake (local rules: cluster nodes are

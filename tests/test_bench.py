@@ -119,3 +119,30 @@ def test_unknown_segmenter_is_a_clear_error(vqa_rad_root, tmp_path):
         capture_output=True, text=True, env=env,
     )
     assert proc.returncode != 0 and "--segmenters: unknown ['nope']" in proc.stderr
+
+
+def test_stand_in_model_measures_the_pipeline_around_it(vqa_rad_root, tmp_path):
+    """``--model null:MS``: per-step CPU costs and the runner's rate at each worker count
+    against the stand-in, on real images."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    report = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loclens.cli", "bench", "--vqa-rad", str(vqa_rad_root), "--n-images", "3", "--model", "null:5+1",
+         "--segmenters", "medsam/litemedsam", "--workers", "0,2", "--repeats", "1", "--workdir", str(tmp_path / "work"),
+         "--json", str(report), "--quiet"],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stages = json.loads(report.read_text())["stages"]
+    steps = stages["steps medsam/litemedsam"]["figures"]
+    assert set(steps["s_per_image"]) == {"read", "decode", "prompts", "prepare", "post_cpu_rle", "post_pipeline",
+                                            "post_entries_from_counts"}
+    assert all(v > 0 for v in steps["s_per_image"].values())
+    pipeline = stages["pipeline medsam/litemedsam"]["figures"]
+    assert pipeline["stand_in_images_per_s"] == pytest.approx(1 / 0.006)
+    assert [r["workers"] for r in pipeline["runs"]] == [0, 2]
+    assert all(0 < r["sustained_fraction"] <= 1 and r["masks_per_image"] > 0 for r in pipeline["runs"])
+    assert "rate with model null:5+1" in proc.stdout and "box prompts" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "loclens.cli", "bench", "--vqa-rad", str(vqa_rad_root), "--model", "null:x",
+                          "--workdir", str(tmp_path / "bad")], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "null:ENC" in bad.stderr

@@ -81,7 +81,10 @@ def cmd_segment(args) -> int:
     plan = json.loads(Path(args.plan).read_text())
     ids = plan["segment_shards"][args.shard]
     rows = shard_rows(args.records, ids)
-    stats = run_segment_shard(args.segmenter, cfg, rows, args.out, device=args.device, context_masks=context)
+    stats = run_segment_shard(
+        args.segmenter, cfg, rows, args.out, device=args.device, context_masks=context, workers=args.workers,
+        threads=args.threads, set_torch_threads=True,
+    )
     print(json.dumps({"shard": args.shard, **stats}))
     return 0
 
@@ -294,6 +297,8 @@ def cmd_bench(args) -> int:
         train_samples=args.train_samples,
         scale_images=args.scale_images or [],
         scale_sides=args.scale_sides or [],
+        model=args.model,
+        workers=args.workers if args.workers is not None else [0, 1, 2],
         workdir=Path(args.workdir) if args.workdir else None,
         keep=bool(args.workdir),
         quiet=args.quiet,
@@ -351,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="model weights (default: from the settings, see `fetch-checkpoint`)")
     p.add_argument("--resources", default="resources", help="folder holding checkpoints/ (default: resources)")
     p.add_argument("--context-masks", action="append", help="SEGMENTER=cache1,cache2: masks prompt sources may read")
+    p.add_argument("--threads", type=int, help="cores of this job (default: the CPUs this process may use, e.g. SLURM's cpus_per_task)")
+    p.add_argument("--workers", type=int, help="loader processes (default: from --threads; 0: none)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_segment)
 
@@ -447,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-samples", type=int, default=32, help="samples the training reader is timed on")
     p.add_argument("--scale-images", type=_int_list, help="e.g. 8,32,64: cost and peak memory vs number of images")
     p.add_argument("--scale-sides", type=_int_list, help="e.g. 256,512,1024,2048: cost vs longest image side")
+    p.add_argument("--model", help="null:ENC[+DEC]: replace the box-prompted models by a stand-in of fixed latency "
+                   "(ms per image for the encoder, per call for the decoder) and measure whether the pipeline keeps up")
+    p.add_argument("--workers", type=_int_list, help="with --model: worker process counts to compare (default: 0,1,2)")
     p.add_argument("--workdir", help="keep the bench files here (default: a temporary folder, removed)")
     p.add_argument("--json", help="also write the full report as JSON to this file")
     p.add_argument("--export-subset", metavar="DIR", help="only write the N-image VQA-RAD subset to DIR and exit")

@@ -10,6 +10,10 @@ PIPELINE_SHARE_LIMIT = 0.10
 BATCHED_DECODE_LIMIT = 2.0
 NAIVE_SPEEDUP_LIMIT = 3.0
 MEMORY_GROWTH_LIMIT = 0.10
+#: On a GPU: the share of the model-bound rate a segment job sustains, by family (SAM's
+#: automatic mode has more post-processing per image), and the speed-up over the naive mode.
+GPU_MODEL_BOUND_LIMIT = {"medsam": 0.8, "sam": 0.6}
+GPU_NAIVE_SPEEDUP_LIMIT = 10.0
 
 
 def ok(result: dict | None) -> bool:
@@ -71,6 +75,12 @@ def derive(report: dict) -> dict:
             targets.append(_target("decoder: 8 prompts batched vs 1 prompt", f["batched_8_vs_1_prompt"], BATCHED_DECODE_LIMIT, True, v))
             targets.append(_target("image: encode + 8 prompts vs encode + 1 prompt", f["image_8_vs_1_prompt"], BATCHED_DECODE_LIMIT, True, v))
     summary = {}
+    for key, r in stages.items():
+        f = r.get("figures") if ok(r) else None
+        if key.startswith("segment ") and f and str(f.get("device", "")).startswith("cuda") and "model_bound_fraction" in f:
+            v = key.split(" ", 1)[1]
+            limit = GPU_MODEL_BOUND_LIMIT.get(v.split("/")[0], 0.8)
+            targets.append(_target("GPU: segment rate / model-bound rate (encoder + decoder alone)", f["model_bound_fraction"], limit, False, v))
     primary = _primary_segments(stages)
     ingest, render, release = figures(stages, "ingest"), figures(stages, "render"), figures(stages, "release")
     if primary and ingest and render:
@@ -90,6 +100,8 @@ def derive(report: dict) -> dict:
                 speedup = f["seconds"] / (ours["seconds"] + render["seconds"])
                 summary[f"naive_speedup {v}"] = speedup
                 targets.append(_target("speed-up over the naive mode (segment + render)", speedup, NAIVE_SPEEDUP_LIMIT, False, v))
+                if str(ours.get("device", "")).startswith("cuda"):
+                    targets.append(_target("GPU: speed-up over the naive mode (segment + render)", speedup, GPU_NAIVE_SPEEDUP_LIMIT, False, v))
     growth = memory_growth(report.get("scaling", {}).get("images", []))
     for g in growth:
         targets.append(_target(f"peak RSS growth {g['n_from']} -> {g['n_to']} images", g["growth"], MEMORY_GROWTH_LIMIT, True, g["stage"]))
@@ -133,7 +145,8 @@ def _stage_rows(stages: dict) -> list[list]:
         elif kind == "segment":
             rows.append([key, f["images_per_s"], f["s_per_image"],
                          f"encoder {num(f['encoder_s_per_image'])} + decoder {num(f['decoder_s_per_image'])} + other "
-                         f"{num(f['other_s_per_image'])} s/img; load {num(f['model_load_s'])} s; {num(f['masks_per_image'])} masks/img"])
+                         f"{num(f['other_s_per_image'])} s/img; load {num(f['model_load_s'])} s; {num(f['masks_per_image'])} masks/img; "
+                         f"{num(f.get('model_bound_fraction'))} of the model-bound {num(f.get('model_bound_images_per_s'))} img/s"])
         elif kind == "naive":
             rows.append([key, f["images_per_s"], f["s_per_image"],
                          f"segment {num(f['segment_seconds'] / f['images'])} + render {num(f['render_seconds'] / f['images'])} s/img (PNG files)"])
@@ -145,6 +158,8 @@ def _stage_rows(stages: dict) -> list[list]:
             rows.append([key, 1 / f["s_per_row"], f["s_per_row"], "dataset card (view counts) + manifest (sha256 of shards), per row"])
         elif kind == "parquet":
             rows.append(["parquet write / read", "", "", f"write {num(f['write_mb_per_s'])} MB/s, read {num(f['read_mb_per_s'])} MB/s (release writer: streamed, atomic; largest shard, best of rounds)"])
+        elif kind in ("steps", "pipeline"):
+            continue  # their own tables below
         elif kind == "train":
             if f.get("available"):
                 rows.append(["train reader", f.get("samples_per_s"), "", "samples/s"])
@@ -167,6 +182,31 @@ def _boxes_text(key: str, f: dict) -> list[str]:
             f"encode + 8 / encode + 1 = {num(f['image_8_vs_1_prompt'])}x (image)",
         ]
     return lines
+
+
+STEP_NAMES = {
+    "read": "read file",
+    "decode": "decode image (as the runner reads it)",
+    "prompts": "box prompts",
+    "prepare": "backend preprocessing (prepare)",
+    "post_cpu_rle": "post: host masks -> pycocotools RLE -> entries",
+    "post_pipeline": "post: the runner's device post-processing (RLE on this device + entries)",
+    "post_entries_from_counts": "post: its host part (run lengths -> COCO RLE -> entries)",
+}
+
+
+def _steps_text(key: str, f: dict) -> list[str]:
+    rows = [[STEP_NAMES.get(k, k), v * 1000] for k, v in f["s_per_image"].items()]
+    rows.append(["loader total (read + decode + prompts + prepare)", f["loader_s_per_image"] * 1000])
+    return ["", f"{key}: CPU cost per image of each step around the model ({f['images']} images, "
+            f"{num(f['masks_per_image'])} masks/image, one thread, best of rounds):", table(["step", "ms/image"], rows)]
+
+
+def _pipeline_text(key: str, f: dict) -> list[str]:
+    rows = [[str(r["workers"]), r["images_per_s"], r["model_images_per_s"], r["sustained_fraction"], r["main_cpu_s_per_image"] * 1000,
+             r["seconds"]] for r in f["runs"]]
+    return ["", f"{key}: rate with model {f['model']} (stand-in alone: {num(f['stand_in_images_per_s'])} images/s), device {f['device']}:",
+            table(["workers", "images/s", "model-bound images/s", "sustained", "main process CPU ms/image", "seconds"], rows)]
 
 
 def _memory_rows(stages: dict) -> list[list]:
@@ -214,6 +254,7 @@ def format_report(report: dict) -> str:
     stages = report["stages"]
     lines = [
         f"loclens bench: {report['n_images']} real VQA-RAD images, device {m['device']}"
+        + (f", model replaced by the stand-in {report['model']}" if report.get("model") else "")
         + (f" ({m['gpu']})" if m.get("gpu") else ""),
         f"machine: {m['cpu']}, {m['cpu_cores']} cores, {m['memory_gib']} GiB; python {m['python']}, torch {m['torch']} "
         f"({m['torch_threads']} threads); load average {num(m['load_average_1m'])}",
@@ -223,6 +264,10 @@ def format_report(report: dict) -> str:
     for key, r in stages.items():
         if key.startswith("boxes ") and ok(r):
             lines += [""] + _boxes_text(key, r["figures"])
+        elif key.startswith("steps ") and ok(r):
+            lines += _steps_text(key, r["figures"])
+        elif key.startswith("pipeline ") and ok(r):
+            lines += _pipeline_text(key, r["figures"])
     pq = figures(stages, "parquet")
     if pq:
         lines += ["", f"parquet settings ({pq['rows']} rows of the largest shard; best of rounds):",

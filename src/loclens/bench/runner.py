@@ -47,6 +47,11 @@ class BenchOptions:
     scale_images: list[int] = field(default_factory=list)
     #: Longest image sides for the "cost vs image size" table (empty: skip it).
     scale_sides: list[int] = field(default_factory=list)
+    #: ``null:ENC[+DEC]``: replace the box-prompted models by a stand-in of fixed latency and
+    #: measure only whether the pipeline sustains its rate (pipeline.py).
+    model: str | None = None
+    #: Worker process counts the stand-in's pipeline stage compares.
+    workers: list[int] = field(default_factory=lambda: [0, 1, 2])
     workdir: Path | None = None
     keep: bool = False
     quiet: bool = False
@@ -192,6 +197,21 @@ def build_stages(opts: BenchOptions, work: Path, config: dict, variants: list[di
     return results
 
 
+def stand_in_stages(opts: BenchOptions, work: Path, config: dict, variants: list[dict]) -> dict:
+    """ingest, then per box-prompted variant the per-step CPU costs and the pipeline's rate at
+    each worker count, with the network replaced by ``opts.model``."""
+    results = {"ingest": run_stage(opts, work, "ingest", {"stage": "ingest", "config": config})}
+    for v in variants:
+        if v["family"] != "medsam":
+            log(opts, f"{v['name']}: skipped (a stand-in replaces box-prompted models only)")
+            continue
+        spec = {**_segment_spec(config, opts, v, "steps"), "model": opts.model}
+        results[f"steps {v['name']}"] = run_stage(opts, work, f"steps {v['name']}", spec)
+        spec = {**spec, "stage": "pipeline", "workers": opts.workers}
+        results[f"pipeline {v['name']}"] = run_stage(opts, work, f"pipeline {v['name']}", spec)
+    return results
+
+
 def scaling(opts: BenchOptions, work: Path, variants: list[dict]) -> dict:
     """Cost and peak memory of a build (ingest, segment, render) as the number of images and
     the image size grow. Each build puts all its images in one segment shard and one release
@@ -216,7 +236,10 @@ def scaling(opts: BenchOptions, work: Path, variants: list[dict]) -> dict:
 
 def run_bench(opts: BenchOptions) -> dict:
     from ..segment import resolve_device
+    from ..segment.standin import parse
 
+    if opts.model:
+        parse(opts.model)  # a malformed spec is an error before any work
     opts.device = resolve_device(opts.device)
     work = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix="loclens-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -232,7 +255,9 @@ def run_bench(opts: BenchOptions) -> dict:
             "machine": machine(opts.device),
             "n_images": len(names),
             "naive": opts.naive,
-            "stages": build_stages(opts, work, config, variants, full=True),
+            "model": opts.model,
+            "stages": stand_in_stages(opts, work, config, variants) if opts.model
+            else build_stages(opts, work, config, variants, full=True),
         }
         if opts.scale_images or opts.scale_sides:
             report["scaling"] = scaling(opts, work, variants)

@@ -123,7 +123,7 @@ def segment_stage(spec: dict) -> dict:
 
     plan, records = plan_and_records(spec)
     out = work(spec) / "segment" / spec["variant"]
-    wall = load = enc = dec = 0.0
+    wall = load = enc = dec = net_dec = 0.0
     n = 0
     device = spec["device"]
     for k, ids in enumerate(plan["segment_shards"]):
@@ -134,6 +134,7 @@ def segment_stage(spec: dict) -> dict:
         load += stats["model_load_seconds"]
         enc += stats["encoder"]
         dec += stats["decoder"]
+        net_dec += stats.get("mask_decoder", stats["decoder"])
         n += stats["images"]
         device = stats.get("device", device)
     masks = sum(
@@ -153,6 +154,11 @@ def segment_stage(spec: dict) -> dict:
         "encoder_s_per_image": enc / n,
         "decoder_s_per_image": dec / n,
         "model_seconds": enc + dec,
+        # The rate the model alone allows (encoder + decoder time) and the share of it the
+        # pipeline sustains (1: the model never waits for the CPU side).
+        # SAM: the mask decoder's calls only, not the generator's post-processing around them.
+        "model_bound_images_per_s": per(n, enc + net_dec),
+        "model_bound_fraction": (enc + net_dec) / seconds if seconds > 0 else 0.0,
         # Decoding images, prompts, RLE and the cache write: the pipeline's own work in this stage
         # (what the loader thread overlaps with the model is not counted).
         "other_seconds": other,

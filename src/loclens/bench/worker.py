@@ -50,6 +50,8 @@ def run(spec: dict) -> dict:
 
     if spec["stage"] == "naive":
         from . import naive  # noqa: F401  (registers the naive stage; imports the segmenters)
+    if spec["stage"] in ("steps", "pipeline"):
+        from . import pipeline  # noqa: F401  (registers the stand-in stages)
     fn = STAGES[spec["stage"]]
     for module in STAGE_IMPORTS[spec["stage"]]:
         importlib.import_module(module)

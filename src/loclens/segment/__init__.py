@@ -41,12 +41,19 @@ def resolve_device(device: str) -> str:
 DEFAULT_PRECISION = {"sam": "bf16", "medsam_vitb": "bf16", "litemedsam": "fp32"}
 
 
-def build_segmenter(name: str, cfg: dict, device: str, precision: str | None = None):
+def build_segmenter(name: str, cfg: dict, device: str, precision: str | None = None, stand_in: str | None = None):
     """The model for segmenter family ``name`` from its config section (``cfg["checkpoint"]``
     is the resolved checkpoint path, or null for weights shipped with a package).
     ``precision``: ``bf16`` (autocast on CUDA) or ``fp32`` (see ``inference.PRECISIONS``);
-    None: the backend's default (``DEFAULT_PRECISION``)."""
+    None: the backend's default (``DEFAULT_PRECISION``). ``stand_in``: ``null:ENC[+DEC]``
+    replaces the backend's network by fixed latencies (``standin``; benchmarks only)."""
     backend = "sam" if name == "sam" else cfg.get("backend")
+    if stand_in:
+        from .standin import StandIn
+
+        if name != "medsam":
+            raise ValueError(f"a stand-in model ({stand_in}) replaces a box-prompted medsam backend, not segmenter {name!r}")
+        return StandIn(stand_in, backend, device)
     precision = precision or DEFAULT_PRECISION.get(backend, "bf16")
     if name == "sam":
         from .sam import SamAutomatic

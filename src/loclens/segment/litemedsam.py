@@ -113,15 +113,21 @@ class LiteMedSAM:
             Encoded(emb[i : i + 1], img.shape[:2], p[1]) for i, (img, p) in enumerate(zip(images, prepped))
         ]
 
-    @torch.inference_mode()
     def decode(self, enc: Encoded, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``decode_device``'s masks and scores on the host, as numpy arrays."""
+        masks, scores = self.decode_device(enc, boxes)
+        return masks.cpu().numpy(), scores.cpu().numpy()
+
+    @torch.inference_mode()
+    def decode_device(self, enc: Encoded, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """All boxes (N x 4, x0 y0 x1 y1 in original pixels) of one image in one decoder call.
 
-        Returns boolean masks (N x H x W) at the original resolution and predicted IoU scores (N).
+        Returns boolean masks (N x H x W) at the original resolution and predicted IoU scores (N),
+        on the device: the pipeline run-length encodes them there (``run.post_process``).
         """
         h, w = enc.original_hw
         if len(boxes) == 0:
-            return np.zeros((0, h, w), dtype=bool), np.zeros((0,), dtype=np.float32)
+            return torch.zeros((0, h, w), dtype=torch.bool, device=self.device), torch.zeros((0,), device=self.device)
         scale = INPUT_SIZE / max(h, w)
         box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32) * scale, device=self.device)
         with timed(self.timings, "decoder", self.device):
@@ -129,6 +135,6 @@ class LiteMedSAM:
             new_h, new_w = enc.resized_hw
             logits = F.interpolate(logits[:, :, :new_h, :new_w], size=(h, w), mode="bilinear", align_corners=False)
             # sigmoid(x) > t  <=>  x > logit(t): no sigmoid over the full-resolution masks.
-            masks = (logits[:, 0] > self.logit_threshold).cpu().numpy()
-            scores = iou.cpu().numpy()
+            masks = logits[:, 0] > self.logit_threshold
+            scores = iou
         return masks, scores

@@ -77,19 +77,25 @@ class MedSAMViTB:
         size = (self.input_size, self.input_size)
         return [Encoded(emb[i : i + 1], img.shape[:2], size) for i, img in enumerate(images)]
 
-    @torch.inference_mode()
     def decode(self, enc: Encoded, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``decode_device``'s masks and scores on the host, as numpy arrays."""
+        masks, scores = self.decode_device(enc, boxes)
+        return masks.cpu().numpy(), scores.cpu().numpy()
+
+    @torch.inference_mode()
+    def decode_device(self, enc: Encoded, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """All boxes (N x 4, x0 y0 x1 y1 in original pixels) of one image in one decoder call.
 
-        Returns boolean masks (N x H x W) at the original resolution and predicted IoU (N)."""
+        Returns boolean masks (N x H x W) at the original resolution and predicted IoU (N), on
+        the device: the pipeline run-length encodes them there (``run.post_process``)."""
         h, w = enc.original_hw
         if len(boxes) == 0:
-            return np.zeros((0, h, w), dtype=bool), np.zeros((0,), dtype=np.float32)
+            return torch.zeros((0, h, w), dtype=torch.bool, device=self.device), torch.zeros((0,), device=self.device)
         scale = np.array([w, h, w, h], dtype=np.float32)
         box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32) / scale * self.input_size, device=self.device)
         with timed(self.timings, "decoder", self.device):
             logits, iou = decode_boxes(self.net, enc.embedding, box_t, self.device, self.precision)
             probs = F.interpolate(torch.sigmoid(logits), size=(h, w), mode="bilinear", align_corners=False)
-            masks = (probs[:, 0] > self.threshold).cpu().numpy()
-            scores = iou.cpu().numpy()
+            masks = probs[:, 0] > self.threshold
+            scores = iou
         return masks, scores

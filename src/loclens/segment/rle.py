@@ -54,6 +54,13 @@ def encode_resized(mask: np.ndarray, size: tuple[int, int]) -> dict:
                     counts.append(0)  # COCO RLE starts with a (possibly empty) run of zeros
                 counts.append(length)
                 value = run_value
+    return from_counts(counts, (height, width))
+
+
+def from_counts(counts: list[int], size: tuple[int, int]) -> dict:
+    """Uncompressed COCO counts (column-major runs, first a run of zeros) of a mask of ``size``
+    = (height, width) -> the compressed RLE ``encode`` gives for that mask."""
+    height, width = int(size[0]), int(size[1])
     compressed = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
     return {"size": [height, width], "counts": compressed["counts"].decode("ascii")}
 

@@ -7,9 +7,10 @@ import os
 import resource
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -19,12 +20,15 @@ import pyarrow.parquet as pq
 import scipy.ndimage  # noqa: F401
 import skimage.filters  # noqa: F401
 import skimage.measure  # noqa: F401
+import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_path
 from ..imageio import load_rgb, read_bytes
 from . import build_segmenter, resolve_device, rle
 from .prompts import Prompt, prompt_context, prompts_for
+from .workers import Done, PostPool, available_cpus, device_rle_counts, from_shared, loaded
+from .workers import plan as workers_plan
 
 #: Segmenters see images at most this many pixels per side (SAM and MedSAM work at 1024,
 #: LiteMedSAM at 256): larger images are reduced while being read, prompts and masks are made
@@ -110,6 +114,47 @@ def image_masks(segmenter, enc, image: np.ndarray, prompts: list[Prompt] | None,
     return mask_entries(segmenter, masks, scores, prompts, size)
 
 
+def entries_from_counts(
+    segmenter, counts: list[list[int]], scores: np.ndarray, prompts: list[Prompt], working_hw: tuple[int, int],
+    size: tuple[int, int],
+) -> list[dict]:
+    """``mask_entries`` from masks already run-length encoded at ``size`` (``device_rle_counts``);
+    ``working_hw``: the size the masks were made at. A mask of one run is empty: not stored."""
+    scale = (size[0] / working_hw[0], size[1] / working_hw[1])
+    return [
+        mask_entry(segmenter, rle.from_counts(c, size), score, prompt.label, prompt, scale)
+        for c, score, prompt in zip(counts, scores, prompts)
+        if len(c) > 1
+    ]
+
+
+def post_process(segmenter, masks: torch.Tensor, scores: torch.Tensor, prompts: list[Prompt], size: tuple[int, int]) -> list[dict]:
+    """Mask entries of one image's boolean masks (N x h x w) where they are: run-length encoded
+    (and scaled to ``size``) on their device, only the run lengths copied back."""
+    counts = device_rle_counts(masks, size)
+    return entries_from_counts(segmenter, counts, scores.float().cpu().numpy(), prompts, tuple(masks.shape[1:]), size)
+
+
+@dataclass(frozen=True)
+class _Provenance:
+    """What ``mask_entry`` reads of a segmenter, sent to post-processing processes."""
+
+    name: str
+    model_name: str
+    checkpoint_sha256: str
+
+
+def _host_entries(provenance: _Provenance, masks, scores, prompts: list[Prompt], size: tuple[int, int]) -> list[dict]:
+    """A post-processing worker's job: masks on the host -> RLE at ``size`` -> entries."""
+    return mask_entries(provenance, from_shared(masks), from_shared(scores), prompts, size)
+
+
+def _shape_only(h: int, w: int) -> np.ndarray:
+    """An array with an image's shape and no pixels: what a box-prompted backend's ``encode``
+    reads of an image once it has the preprocessed input (loaders send no pixels)."""
+    return np.broadcast_to(np.zeros((1, 1, 1), dtype=np.uint8), (h, w, 3))
+
+
 def load_with_prompts(row: dict, prompt_cfg: dict, masks_seen: dict | None = None) -> tuple[np.ndarray, list[Prompt]]:
     """An image row's pixels as the segmenter sees them (at most WORK_MAX_SIDE per side) and its
     box prompts from the configured sources."""
@@ -118,53 +163,100 @@ def load_with_prompts(row: dict, prompt_cfg: dict, masks_seen: dict | None = Non
     return image, prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=context)
 
 
-def _loader(segmenter, cfg: dict, context_masks: dict):
-    """What a loader thread does for one row: decode the image, compute its box prompts (unless
-    the segmenter is automatic) and the segmenter's CPU preprocessing."""
+def _loader(segmenter, cfg: dict, context_masks: dict, pixels: bool):
+    """What a loader does for one row: decode the image, compute its box prompts (unless the
+    segmenter is automatic) and the segmenter's CPU preprocessing. ``pixels``: also return the
+    image (automatic segmenters need it; box-prompted ones only its shape)."""
     prepare = getattr(segmenter, "prepare", None)
     automatic = getattr(segmenter, "automatic", False)
 
-    def load(row: dict):
+    def load(row: dict) -> dict:
         masks_seen = {seg: by_id.get(row["image_id"], []) for seg, by_id in context_masks.items()}
         if automatic:
             image, prompts = load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE), None
         else:
             image, prompts = load_with_prompts(row, cfg, masks_seen)
-        return image, prompts, (prepare(image) if prepare else None)
+        return {
+            "image": image if pixels else None,
+            "shape": image.shape[:2],
+            "prompts": prompts,
+            "prepared": prepare(image) if prepare else None,
+        }
 
     return load
 
 
+class _ImageMasks:
+    """Where one image's masks are made after the encoder: the decoder, then the RLE on the
+    device (CUDA), in a post-processing process (CPU) or, for automatic segmenters and backends
+    without ``decode_device``, in this process. ``submit`` returns a result with ``get()``."""
+
+    def __init__(self, segmenter, post_workers: int, post_on_device: bool | None):
+        self.segmenter = segmenter
+        automatic = getattr(segmenter, "automatic", False)
+        self.decode_device = None if automatic else getattr(segmenter, "decode_device", None)
+        on_cuda = segmenter.device.type == "cuda"
+        self.on_device = self.decode_device is not None and (on_cuda if post_on_device is None else post_on_device)
+        self.pool = PostPool(_host_entries, 0 if self.on_device or self.decode_device is None else post_workers)
+        self.provenance = _Provenance(segmenter.name, segmenter.model_name, segmenter.checkpoint_sha256)
+
+    def submit(self, enc, image: np.ndarray, prompts: list[Prompt] | None, size: tuple[int, int]):
+        if self.decode_device is None:
+            return Done(image_masks(self.segmenter, enc, image, prompts, size))
+        boxes = np.array([p.box for p in prompts], dtype=np.float32).reshape(-1, 4)
+        masks, scores = self.decode_device(enc, boxes)
+        if self.on_device:
+            return Done(post_process(self.segmenter, masks, scores, prompts, size))
+        return self.pool.apply(self.provenance, masks.cpu(), scores.float().cpu(), prompts, size)
+
+
 def segment_images(
-    segmenter, rows: list[dict], cfg: dict, context_masks: dict | None = None, progress: bool = True
+    segmenter, rows: list[dict], cfg: dict, context_masks: dict | None = None, progress: bool = True,
+    workers: int | None = None, threads: int | None = None, post_on_device: bool | None = None,
 ) -> list[dict]:
-    """Masks for each image row. Loader threads decode, prompt and preprocess images while the
-    model works on earlier ones; at most a few batches of decoded images are held.
+    """Masks for each image row, in order. Loader processes decode, prompt and preprocess
+    images while the model works on earlier ones; masks are post-processed on the device (CUDA)
+    or in worker processes (CPU); see ``workers`` for the layout and the bounds on memory.
     ``context_masks`` (segmenter -> image_id -> masks) is what prompt sources may read, e.g.
-    SAM's masks for the ``sam`` source."""
-    out = []
+    SAM's masks for the ``sam`` source. ``workers``: loader processes (None: from ``threads``,
+    the job's cores; 0: threads of this process). ``post_on_device``: None = on CUDA."""
+    plan = workers_plan(threads or available_cpus(), segmenter.device, workers)
+    automatic = getattr(segmenter, "automatic", False)
     batch = encoder_batch(segmenter.device)
-    load = _loader(segmenter, cfg, context_masks or {})
-    loaded = prefetched(load, rows, LOADER_THREADS, batch + LOADER_THREADS)
-    with tqdm(total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress) as bar:
+    load = _loader(segmenter, cfg, context_masks or {}, pixels=automatic or plan.loaders == 0)
+    if plan.loaders:
+        items = loaded(load, rows, plan.loaders, plan.prefetch)
+    else:
+        items = prefetched(load, rows, LOADER_THREADS, batch + LOADER_THREADS)
+    after = _ImageMasks(segmenter, plan.post, post_on_device)
+    out: list[dict] = []
+    pending: deque = deque()  # (record, result with .get()) in row order
+
+    with after.pool, tqdm(total=len(rows), desc=f"segment[{segmenter.name}]", disable=not progress) as bar:
+
+        def collect(keep: int) -> None:
+            while len(pending) > keep:
+                record, result = pending.popleft()
+                record["masks"] = result.get()
+                out.append(record)
+                bar.update(1)
+
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
-            images, prompts, prepared = zip(*[next(loaded) for _ in chunk])
+            got = [next(items) for _ in chunk]
+            images = [g["image"] if g["image"] is not None else _shape_only(*g["shape"]) for g in got]
+            prepared = [g["prepared"] for g in got]
             enc0 = segmenter.timings["encoder"]
-            encoded = segmenter.encode(list(images), list(prepared) if prepared[0] is not None else None)
+            encoded = segmenter.encode(images, prepared if prepared[0] is not None else None)
             enc_each = (segmenter.timings["encoder"] - enc0) / len(images)
-            for row, image, image_prompts, enc in zip(chunk, images, prompts, encoded):
+            for row, g, image, enc in zip(chunk, got, images, encoded):
                 d0 = segmenter.timings["decoder"]
-                entries = image_masks(segmenter, enc, image, image_prompts, (row["height"], row["width"]))
-                out.append(
-                    {
-                        "image_id": row["image_id"],
-                        "masks": entries,
-                        "encoder_seconds": enc_each,
-                        "decoder_seconds": segmenter.timings["decoder"] - d0,
-                    }
-                )
-                bar.update(1)
+                result = after.submit(enc, image, g["prompts"], (row["height"], row["width"]))
+                record = {"image_id": row["image_id"], "masks": None, "encoder_seconds": enc_each,
+                          "decoder_seconds": segmenter.timings["decoder"] - d0}
+                pending.append((record, result))
+                collect(after.pool.limit)
+        collect(0)
     return out
 
 
@@ -192,17 +284,23 @@ def write_masks(path, results: list[dict], info: dict) -> None:
 
 
 def run_segment_shard(
-    segmenter_name: str, cfg: dict, rows: list[dict], out_path, device: str = "auto", context_masks: dict | None = None
+    segmenter_name: str, cfg: dict, rows: list[dict], out_path, device: str = "auto", context_masks: dict | None = None,
+    stand_in: str | None = None, workers: int | None = None, threads: int | None = None, set_torch_threads: bool = False,
 ) -> dict:
     """Segment the unique images of ``rows`` and write ``out_path``; returns timing figures.
-    The model is loaded once and kept for the whole shard."""
+    The model is loaded once and kept for the whole shard. ``threads``: the job's cores (None:
+    the CPUs this process may use); ``workers``: loader processes (None: from ``threads``, see
+    ``workers.plan``; 0: none). ``set_torch_threads``: give the model the plan's share of the
+    cores (a segment job's own process; not for callers that share theirs)."""
     unique = list({r["image_id"]: r for r in rows}.values())
     unique.sort(key=lambda r: r["image_id"])
     t0 = time.perf_counter()
     resolved = resolve_device(device)
-    segmenter = build_segmenter(segmenter_name, cfg, resolved)
+    if set_torch_threads:
+        torch.set_num_threads(workers_plan(threads or available_cpus(), torch.device(resolved), workers).torch_threads)
+    segmenter = build_segmenter(segmenter_name, cfg, resolved, stand_in=stand_in)
     load_s = time.perf_counter() - t0
-    results = segment_images(segmenter, unique, cfg, context_masks)
+    results = segment_images(segmenter, unique, cfg, context_masks, workers=workers, threads=threads)
     write_masks(Path(out_path), results, segmenter_info(segmenter, cfg))
     stats = {"images": len(unique), "device": resolved, "model_load_seconds": load_s, **segmenter.timings}
     if getattr(segmenter, "dropped", None) is not None:
