@@ -424,7 +424,8 @@ def render_card(release_dir: Path, manifest: dict, release_cfg: dict, stats: dic
         "- For research on medical vision-language models (training with lens views, localization analysis).",
         "- **Masks and views are machine-generated and were not reviewed by clinicians.** They can miss or "
         "mislabel structures; `label` values of prompt-derived masks (for example `otsu-bright-0`) name how a "
-        "box was found, not an anatomical structure.",
+        "box was found, not an anatomical structure; those of the `chest` source (for example "
+        "`chest-lung-field-image-left`) name the structure the box was aimed at, in image (not patient) sides.",
         "- **Not for clinical use**, diagnosis or treatment decisions.",
         "- Inherits the biases and the question distribution of the source datasets; splits of the "
         "`official` protocol may share images between train and test.",

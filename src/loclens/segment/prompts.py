@@ -147,19 +147,18 @@ def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> l
     ]
 
 
-def _work_copy(gray: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+def _work_copy(gray: np.ndarray, side: int) -> tuple[np.ndarray, tuple[float, float]]:
     """``gray`` reduced (anti-aliased) so that its longest side is at most ``side``, lightly
-    smoothed, and the factor that maps its pixels back to ``gray``'s."""
+    smoothed, and the factors (sy, sx) that map its pixels back to ``gray``'s. The analysis
+    then costs the same at any image size and sees anatomy, not film grain."""
     from skimage.filters import gaussian
     from skimage.transform import resize
 
     h, w = gray.shape
-    scale = max(h, w) / side
-    if scale > 1:
-        gray = resize(gray, (max(1, round(h / scale)), max(1, round(w / scale))), anti_aliasing=True, preserve_range=True)
-    else:
-        scale = 1.0
-    return gaussian(gray, sigma=1.0, preserve_range=True), scale
+    if max(h, w) > side:
+        shape = (max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w))))
+        gray = resize(gray, shape, anti_aliasing=True, preserve_range=True)
+    return gaussian(gray, sigma=1.0, preserve_range=True), (h / gray.shape[0], w / gray.shape[1])
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -248,7 +247,7 @@ def _gap_box(gaps: list[tuple[int, int, int]]) -> tuple[int, int, int, int]:
 
 
 def chest_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> list[Prompt]:
-    gray, scale = _work_copy(_grey(image), cfg["work_side"])
+    gray, (sy, sx) = _work_copy(_grey(image), cfg["work_side"])
     if np.unique(gray[:: max(1, gray.shape[0] // 64), :: max(1, gray.shape[1] // 64)]).size < 3:
         return []
     body, fields = _lung_fields(gray, cfg)
@@ -264,7 +263,8 @@ def chest_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> 
             boxes.append(("heart-shadow", _gap_box(gaps[len(gaps) // 2 :])))
     else:
         x0, y0, x1, y1 = _bbox(fields[0])
-        side = "left" if (x0 + x1) / 2 < gray.shape[1] / 2 else "right"
+        bx0, _, bx1, _ = _bbox(body)
+        side = "left" if x0 + x1 < bx0 + bx1 else "right"  # of the body's midline
         boxes.append((f"lung-field-image-{side}", (x0, y0, x1, y1)))
     # Below the diaphragm: the body under the higher of the lung bases, across the lung fields,
     # at most as deep as the lungs are high.
@@ -277,7 +277,7 @@ def chest_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> 
     h, w = image.shape[:2]
     prompts = []
     for label, (x0, y0, x1, y1) in boxes:
-        box = (min(x0 * scale, w), min(y0 * scale, h), min(x1 * scale, w), min(y1 * scale, h))
+        box = (min(x0 * sx, w), min(y0 * sy, h), min(x1 * sx, w), min(y1 * sy, h))
         if box[2] > box[0] and box[3] > box[1] and not _is_whole_image(box, h, w):
             prompts.append(Prompt(box=tuple(float(v) for v in box), label=f"chest-{label}", source="chest"))
     return prompts[: cfg["max_prompts"]]
