@@ -55,13 +55,17 @@ def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
         numbers = dict(_numbers(result["figures"]))
         assert numbers or key == "train", key
         for path, value in numbers.items():
-            # Settings echoed into the figures (worker counts) may be 0; measurements may not.
-            floor_ok = value >= 0 if path.endswith("num_workers") else value > 0
+            # Settings echoed into the figures (worker counts) and coverage counts may be 0.
+            floor_ok = value >= 0 if path.endswith("num_workers") or ".coverage." in path else value > 0
             assert math.isfinite(value) and floor_ok, (key, path, value)
         memory = result["memory"]
         assert memory["peak_rss_mb"] >= memory["base_rss_mb"] > 0
         assert memory["arrow_peak_mb"] >= 0
 
+    # Coverage as the release manifest records it: both images have medsam views.
+    cov = stages["release"]["figures"]["coverage"]
+    assert cov["segmenters"] == ["medsam"] and cov["all"] == {"images": 2, "medsam": 2}
+    assert sum(c["images"] for c in cov["regions"].values()) == 2
     seg = stages["segment medsam/litemedsam"]["figures"]
     assert seg["images"] == 2 and seg["masks_per_image"] > 0
     boxes = stages["boxes medsam/litemedsam"]["figures"]
@@ -88,7 +92,8 @@ def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
 
 def test_table_names_every_figure(bench):
     text, report, _ = bench
-    for needle in ("images/s", "s per box", "Mpix/s", "MB/s", "peak RSS MB", "naive medsam/litemedsam", "targets:"):
+    for needle in ("images/s", "s per box", "Mpix/s", "MB/s", "peak RSS MB", "naive medsam/litemedsam", "targets:",
+                   "coverage by body region", "2 (100%)"):
         assert needle in text, needle
     if not report["stages"]["train"]["figures"]["available"]:
         assert "n/a (training stage not installed)" in text

@@ -82,7 +82,7 @@ def test_sam_boxes_prompt_medsam(medsam):
         sam_masks.append({"label": f"sam-{k}", "bbox": rle.bbox_xywh(encoded), "area": int(organs[name].sum()), "score": 0.9})
     sam_masks.append({"label": "sam-2", "bbox": [0.0, 0.0, 256.0, 256.0], "area": 60000, "score": 0.99})
     cfg = validate({"datasets": {"sample": {}}})["segment"]["medsam"]
-    assert cfg["prompts"] == ["expert", "sam", "otsu"]
+    assert cfg["prompts"] == ["expert", "sam", "otsu", "chest"]
     context = prompt_context({}, masks={"sam": sam_masks})
     prompts = prompts_for(image, cfg["prompts"], cfg, context)
     assert [p.source for p in prompts] == ["sam", "sam"]

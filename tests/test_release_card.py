@@ -87,3 +87,30 @@ def test_load_local_release_in_memory_and_streaming(small_release):
         loclens.load(small_release.release, split="validation")
     with pytest.raises(LoadError, match="not a complete loclens release"):
         loclens.load(small_release.release / "sample")
+
+
+def test_coverage_by_region_is_in_the_manifest_and_the_card_and_matches_the_rows(small_release):
+    """The manifest records, per body region, the images with each segmenter's views; the
+    card prints that table; both equal a recount of the released rows (each image once)."""
+    import json
+
+    manifest = json.loads((small_release.release / "manifest.json").read_text())
+    cov = manifest["datasets"]["sample"]["coverage"]
+    ds = datasets.load_dataset(str(small_release.release), "sample")
+    images = {}
+    for split in ds:
+        for row in ds[split].select_columns(["image_id", "body_region", "medsam_unicolor"]):
+            images[row["image_id"]] = (row["body_region"], row["medsam_unicolor"] is not None)
+    regions = sorted({r for r, _ in images.values()})
+    assert cov["segmenters"] == ["medsam"] and list(cov["regions"]) == regions
+    for region in regions:
+        mine = [covered for r, covered in images.values() if r == region]
+        assert cov["regions"][region] == {"images": len(mine), "medsam": sum(mine)}
+    assert cov["all"] == {"images": len(images), "medsam": sum(c for _, c in images.values())}
+    text = (small_release.release / "README.md").read_text()
+    assert "| body region | images | with `medsam_*` views |" in text
+    for region in regions:
+        c = cov["regions"][region]
+        assert f"| {region} | {c['images']} | {c['medsam']} ({100 * c['medsam'] / c['images']:.1f}%) |" in text
+    assert f"| **all** | {len(images)} |" in text
+

@@ -147,3 +147,17 @@ def test_other_damage_is_named(small_release, tmp_path, damage):
         expected = (shard["file"], "image")
     report = validate_release(release)
     assert any((p.file, p.check) == expected for p in report.problems), report.text()
+
+
+def test_coverage_that_differs_from_the_rows(small_release, tmp_path):
+    release = copy_release(small_release, tmp_path / "r")
+    manifest = _manifest(release)
+    cov = manifest["datasets"]["sample"]["coverage"]
+    region = next(iter(cov["regions"]))
+    cov["regions"][region]["medsam"] += 1
+    cov["all"]["medsam"] += 1
+    (release / "manifest.json").write_text(json.dumps(manifest))
+    report = validate_release(release)
+    [problem] = _problems(report, "coverage")
+    assert problem.file == "manifest.json" and "sample: the manifest's coverage" in problem.message
+    assert validate_release(small_release.release).ok  # the untouched release recounts equal

@@ -249,6 +249,17 @@ def _scaling_text(scaling: dict) -> list[str]:
     return out
 
 
+def coverage_text(cov: dict | None) -> list[str]:
+    """The release manifest's coverage: per body region, the images with each segmenter's views."""
+    if not cov or not cov.get("segmenters"):
+        return []
+    segs = cov["segmenters"]
+    rows = [[region, str(c["images"]), *(f"{c[s]} ({num(100 * c[s] / c['images'])}%)" if c["images"] else "n/a" for s in segs)]
+            for region, c in [*cov["regions"].items(), ("all", cov["all"])]]
+    return ["", "coverage by body region (images with the segmenter's views; from the release manifest):",
+            table(["body region", "images", *(f"{s} views" for s in segs)], rows)]
+
+
 def format_report(report: dict) -> str:
     m = report["machine"]
     stages = report["stages"]
@@ -273,6 +284,7 @@ def format_report(report: dict) -> str:
         lines += ["", f"parquet settings ({pq['rows']} rows of the largest shard; best of rounds):",
                   table(["variant", "MB", "write MB/s", "read MB/s"],
                         [[k, v["mb"], v["write_mb_per_s"], v["read_mb_per_s"]] for k, v in pq["variants"].items()])]
+    lines += coverage_text((figures(stages, "release") or {}).get("coverage"))
     lines += ["", "peak memory per stage (each in its own process):",
               table(["stage", "peak RSS MB", "base RSS MB", "arrow peak MB", "cuda peak MB"], _memory_rows(stages))]
     lines += _scaling_text(report.get("scaling", {}))

@@ -386,7 +386,7 @@ def parquet_stage(spec: dict) -> dict:
 @stage("release", imports=("loclens.release.finalize",))
 def release_stage(spec: dict) -> dict:
     """The release's last step: stale shards, rejects, dataset card (view counts streamed row
-    group by row group) and the manifest (sha256 of every shard)."""
+    group by row group) and the manifest (sha256 of every shard, coverage by body region)."""
     from ..release.finalize import finalize_release
 
     plan_path = work(spec) / "ingest" / DATASET / "plan.json"
@@ -397,7 +397,9 @@ def release_stage(spec: dict) -> dict:
     seconds = time.perf_counter() - t0
     rows = sum(s["rows"] for d in manifest["datasets"].values() for s in d["splits"].values())
     nbytes = sum(p.stat().st_size for p in release.rglob("*.parquet"))
-    return {"rows": rows, "seconds": seconds, "s_per_row": seconds / rows, "mb_per_s": per(mb(nbytes), seconds)}
+    return {"rows": rows, "seconds": seconds, "s_per_row": seconds / rows, "mb_per_s": per(mb(nbytes), seconds),
+            # What the segmenters covered, as the manifest records it (not a timing).
+            "coverage": manifest["datasets"][DATASET].get("coverage")}
 
 
 @stage("train", imports=())

@@ -4,8 +4,8 @@ YAML front matter: ``configs`` (one per dataset, its splits and file patterns), 
 (features from :data:`loclens.schema.FEATURES`, the single source, plus split sizes), license
 (per source; ``other`` with a name and details when sources differ), task categories, tags,
 size category, source datasets, pretty name and optional Hub gating. Prose: how every view was
-made, counts per dataset/split/view, missing views and why, the rejects summary, intended use
-and citations. Everything is derived from the manifest, the shards and the rejects reports, so
+made, counts per dataset/split/view, missing views and why, coverage by body region (from the
+manifest), the rejects summary, intended use and citations. Everything is derived from the manifest, the shards and the rejects reports, so
 the card always matches what it describes.
 """
 
@@ -302,7 +302,24 @@ def _counts_section(name: str, d: dict, stats: dict[str, SplitStats]) -> list[st
     if missing:
         lines += ["", *_table(["view", "rows missing it", "why"], missing)]
     lines.append("")
-    return lines + localization_lines(d)
+    return lines + coverage_lines(d.get("coverage")) + localization_lines(d)
+
+
+def percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "n/a"
+
+
+def coverage_lines(cov: dict | None) -> list[str]:
+    """The manifest's coverage of a dataset (``stats.coverage``) as a table: per body region,
+    the images with each segmenter's views."""
+    segs = (cov or {}).get("segmenters")
+    if not segs:
+        return []
+    rows = [[region, c["images"], *(f"{c[s]} ({percent(c[s], c['images'])})" for s in segs)]
+            for region, c in [*cov["regions"].items(), ("**all**", cov["all"])]]
+    return ["Coverage by body region: images with each segmenter's views (every image of a region counted "
+            "once, whatever its splits).", "",
+            *_table(["body region", "images", *(f"with `{s}_*` views" for s in segs)], rows), ""]
 
 
 def _rejects_section(name: str, d: dict) -> list[str]:
@@ -367,10 +384,12 @@ def _license_section(datasets: dict) -> list[str]:
     return lines
 
 
-def render_card(release_dir: Path, manifest: dict, release_cfg: dict) -> str:
+def render_card(release_dir: Path, manifest: dict, release_cfg: dict, stats: dict | None = None) -> str:
+    """The card's text; ``stats``: the release's statistics when the caller already has them
+    (``release_stats``), else they are read from the shards."""
     release_dir = Path(release_dir)
     meta = yaml.safe_dump(front_matter(manifest, release_cfg), sort_keys=False, allow_unicode=True)
-    stats = release_stats(release_dir, manifest)
+    stats = stats if stats is not None else release_stats(release_dir, manifest)
     datasets = manifest["datasets"]
     body = [
         f"# {release_cfg['pretty_name']}",
@@ -405,7 +424,8 @@ def render_card(release_dir: Path, manifest: dict, release_cfg: dict) -> str:
         "- For research on medical vision-language models (training with lens views, localization analysis).",
         "- **Masks and views are machine-generated and were not reviewed by clinicians.** They can miss or "
         "mislabel structures; `label` values of prompt-derived masks (for example `otsu-bright-0`) name how a "
-        "box was found, not an anatomical structure.",
+        "box was found, not an anatomical structure; those of the `chest` source (for example "
+        "`chest-lung-field-image-left`) name the structure the box was aimed at, in image (not patient) sides.",
         "- **Not for clinical use**, diagnosis or treatment decisions.",
         "- Inherits the biases and the question distribution of the source datasets; splits of the "
         "`official` protocol may share images between train and test.",
@@ -419,5 +439,5 @@ def render_card(release_dir: Path, manifest: dict, release_cfg: dict) -> str:
     return f"---\n{meta}---\n\n" + "\n".join(body) + "\n"
 
 
-def write_card(release_dir: Path, manifest: dict, release_cfg: dict) -> None:
-    write_text(Path(release_dir) / CARD, render_card(release_dir, manifest, release_cfg))
+def write_card(release_dir: Path, manifest: dict, release_cfg: dict, stats: dict | None = None) -> None:
+    write_text(Path(release_dir) / CARD, render_card(release_dir, manifest, release_cfg, stats))

@@ -14,6 +14,7 @@ from ..stages import build_hash, enabled_segmenters
 from .card import write_card
 from .manifest import REJECTS_DIR, dataset_entry, write_manifest
 from .shards import read_mask_cache
+from .stats import coverage, release_stats
 
 log = logging.getLogger(__name__)
 
@@ -85,5 +86,10 @@ def finalize_release(release_dir: Path, plan_paths: list[Path], config: dict, ma
         "build": build_settings(config, mask_paths),
         "datasets": datasets,
     }
-    write_card(release_dir, manifest, config["release"])
+    # One pass over the shards gives the card its counts and the manifest its coverage.
+    stats = release_stats(release_dir, manifest)
+    ran = [info["segmenter"] for info in manifest["build"]["segmenters"]]
+    for name, d in datasets.items():
+        d["coverage"] = coverage(stats[name], ran)
+    write_card(release_dir, manifest, config["release"], stats)
     return write_manifest(release_dir, manifest)

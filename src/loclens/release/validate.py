@@ -12,6 +12,7 @@ Checks, each reported with the file, the row (where there is one) and the proble
   the manifest; with the ingest folder, the missing or extra qids by name); per dataset, input
   records = released + rejected, with the rejects report intact;
 - splits: under the ``grouped`` protocol no image and no linked question is in two splits;
+- coverage: the manifest's images with each segmenter's views, by body region, recounted;
 - card: loads with ``huggingface_hub.DatasetCard``; its ``configs`` match the shards and its
   ``dataset_info`` the features and row counts.
 """
@@ -34,6 +35,7 @@ from ..schema import FEATURES, IMAGE_COLUMNS, MASK_SOURCES, SEGMENTERS, arrow_sc
 from ..segment import rle
 from .card import configs_metadata
 from .manifest import CARD, MANIFEST, qids_digest
+from .stats import coverage_of, image_coverage
 
 #: Problems listed per (file, check); further ones are only counted, so a broken shard does
 #: not bury the rest of the report.
@@ -100,6 +102,7 @@ class _DatasetSeen:
     qids: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (split, image_id) -> qids
     released_qa: int = 0
     unreadable_splits: set[str] = field(default_factory=set)  # their QA cannot be accounted for
+    images: dict[str, tuple] = field(default_factory=dict)  # image_id -> stats.image_coverage
 
 
 def load_manifest(release_dir: Path, report: Report) -> dict | None:
@@ -230,6 +233,7 @@ def _check_rows(name: str, pf: pq.ParquetFile, dataset: str, split: str, manifes
                 report.add(name, "row", f"image {image_id} already has a row in split {split!r} "
                                         f"({seen.image_rows[image_id][split]})", index)
             seen.image_rows[image_id][split] = f"{name} row {index}"
+            seen.images[image_id] = image_coverage(row)
             _check_images(name, index, row, report)
             _check_masks(name, index, row, report)
             _check_alpha(name, index, row, bounds, report)
@@ -294,6 +298,16 @@ def _check_rejects(release_dir: Path, name: str, d: dict, seen: _DatasetSeen, re
         missing = acc["input_records"] - released - rejected
         report.add(MANIFEST, "accounting", f"{name}: {acc['input_records']} input QA records but {released} are in the "
                                            f"shards and {rejected} in {rejects_file}: {missing} unaccounted for")
+
+
+def _check_coverage(name: str, d: dict, seen: _DatasetSeen, report: Report) -> None:
+    recorded = d.get("coverage")
+    if recorded is None or seen.unreadable_splits:
+        return  # a manifest of an older loclens; unreadable shards are reported already
+    counted = coverage_of(seen.images, recorded["segmenters"])
+    if counted != recorded:
+        report.add(MANIFEST, "coverage", f"{name}: the manifest's coverage {recorded['all']} differs from the "
+                                         f"shards' {counted['all']} (by region: {counted['regions']})")
 
 
 def _check_against_ingest(name: str, ingest_dir: Path, seen: _DatasetSeen, report: Report) -> None:
@@ -392,6 +406,7 @@ def validate_release(release_dir, ingest_root=None, deep: bool = True) -> Report
             if ingest_root is not None:
                 _check_against_ingest(name, Path(ingest_root) / name, seen, report)
             _check_grouped(name, d, seen, report)
+            _check_coverage(name, d, seen, report)
     _check_card(release_dir, manifest, report)
     return report
 

@@ -29,6 +29,21 @@ Candidates are the connected components of the bright class (organs with contras
 dark regions enclosed by the body (lungs, ventricles, bowel gas) and the body itself; largest
 first, keeping those between ``min_area_fraction`` and ``max_area_fraction`` of the image,
 capped at ``max_prompts``.
+
+``chest`` (after ``otsu`` by default): a frontal chest radiograph whose body fills the frame.
+There ``otsu`` finds nothing: the body is a whole-image box, its bright class one component
+larger than ``max_area_fraction``, and the lungs, not darker than the body threshold, are no
+dark holes. This source works on a copy reduced to ``work_side`` pixels: the body is the
+filled foreground of the lowest three-class Otsu threshold; a second Otsu threshold over the
+body's pixels alone splits it into air and dense tissue, and the lung fields are the (at most
+two) largest air components after the rim of the body (``rim_fraction``) is removed and thin
+dark bridges to the neck and axillae are opened (``opening_fraction``), each at least
+``min_lung_fraction`` of the image and at most ``LUNG_MAX_WIDTH`` of the body's width and,
+when two, on either side of the body's midline.
+Boxes: each lung field (labelled by its side in the image, not the patient's: orientation
+markers are not read), the mediastinum (the rows that cross both lungs, between their median
+inner edges), the heart shadow (the lower half of those rows) and the body below the higher
+lung base (``below-diaphragm``, when at least ``min_below_fraction`` of the image height).
 """
 
 from __future__ import annotations
@@ -45,6 +60,10 @@ import numpy as np
 
 #: A box spanning at least this fraction of both image sides counts as a whole-image box.
 WHOLE_IMAGE = 0.95
+#: A lung field spans at most this fraction of the body's width: one side of the thorax and
+#: what it overlaps of the mediastinum. Wider dark regions (the soft tissue around a denser
+#: organ, a strip across the frame) are not a lung.
+LUNG_MAX_WIDTH = 0.6
 
 
 @dataclass(frozen=True)
@@ -128,6 +147,142 @@ def otsu_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> l
     ]
 
 
+def _work_copy(gray: np.ndarray, side: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """``gray`` reduced (anti-aliased) so that its longest side is at most ``side``, lightly
+    smoothed, and the factors (sy, sx) that map its pixels back to ``gray``'s. The analysis
+    then costs the same at any image size and sees anatomy, not film grain."""
+    from skimage.filters import gaussian
+    from skimage.transform import resize
+
+    h, w = gray.shape
+    if max(h, w) > side:
+        shape = (max(1, round(h * side / max(h, w))), max(1, round(w * side / max(h, w))))
+        gray = resize(gray, shape, anti_aliasing=True, preserve_range=True)
+    return gaussian(gray, sigma=1.0, preserve_range=True), (h / gray.shape[0], w / gray.shape[1])
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def _lung_fields(gray: np.ndarray, cfg: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The body (filled) and up to two lung fields of a reduced chest radiograph, lung fields
+    ordered left to right in the image. The body is what the lowest of three Otsu classes
+    leaves; the lung fields are the largest components of the air class of a second Otsu
+    threshold taken over the body's pixels only, so the black surround does not set it. Dark
+    pixels near the body's edge (soft tissue thinning towards the skin, the frame border) are
+    not lung: they are removed with ``rim_fraction`` of the longest side before labelling."""
+    from scipy import ndimage
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+    from skimage.morphology import disk
+
+    t_body = threshold_multiotsu(gray, classes=3)[0]
+    body = _largest_component(ndimage.binary_fill_holes(gray > t_body))
+    if body.sum() < 2:
+        return body, []
+    air = (gray < threshold_otsu(gray[body])) & body
+    rim = max(1.0, cfg["rim_fraction"] * max(gray.shape))
+    # Distance to the nearest pixel outside the body, the frame counting as outside.
+    inside = ndimage.distance_transform_edt(np.pad(body, 1))[1:-1, 1:-1] > rim
+    # An opening cuts the thin dark bridges (neck, axilla, the rim) that join a lung field to
+    # soft tissue outside the thorax.
+    radius = max(1, round(cfg["opening_fraction"] * max(gray.shape)))
+    air = ndimage.binary_opening(air & inside, structure=disk(radius))
+    labels, n = ndimage.label(air)
+    if n == 0:
+        return body, []
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    min_area = cfg["min_lung_fraction"] * gray.size
+    cols = np.nonzero(body.any(axis=0))[0]
+    max_width = LUNG_MAX_WIDTH * (cols[-1] + 1 - cols[0])
+    boxes = ndimage.find_objects(labels)
+    candidates = [k for k in range(1, n + 1) if sizes[k] >= min_area and boxes[k - 1][1].stop - boxes[k - 1][1].start <= max_width]
+    # Two largest; ties by label so the choice never depends on anything else.
+    order = sorted(candidates, key=lambda k: (-sizes[k], k))[:2]
+    fields = [labels == k for k in order]
+    fields.sort(key=lambda m: np.nonzero(m.any(axis=0))[0].mean())
+    if len(fields) == 2:
+        # Both on one side of the body's midline: the smaller is a pocket of the same lung
+        # (or bowel gas), not the other lung.
+        mid = (cols[0] + cols[-1] + 1) / 2
+        centres = [np.nonzero(m)[1].mean() for m in fields]
+        if (centres[0] - mid) * (centres[1] - mid) > 0:
+            fields = [max(fields, key=lambda m: int(m.sum()))]
+    return body, fields
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of a non-empty mask, exclusive ends."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _between_lungs(left: np.ndarray, right: np.ndarray) -> list[tuple[int, int, int]]:
+    """(row, first column, end column) of the gap between the two lung fields, for every row
+    that crosses both."""
+    gaps = []
+    for y in np.nonzero(left.any(axis=1) & right.any(axis=1))[0]:
+        x0 = int(np.nonzero(left[y])[0][-1]) + 1
+        x1 = int(np.nonzero(right[y])[0][0])
+        if x1 > x0:
+            gaps.append((int(y), x0, x1))
+    return gaps
+
+
+def _gap_box(gaps: list[tuple[int, int, int]]) -> tuple[int, int, int, int]:
+    """The box of a run of gap rows: its rows, and the median edges of the gap (the lungs'
+    apices and costophrenic angles are thin slivers whose inner edges lie far out; the
+    median edge is the mediastinum's)."""
+    x0 = int(np.median([g[1] for g in gaps]))
+    x1 = int(np.ceil(np.median([g[2] for g in gaps])))
+    return x0, gaps[0][0], max(x1, x0 + 1), gaps[-1][0] + 1
+
+
+def chest_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> list[Prompt]:
+    gray, (sy, sx) = _work_copy(_grey(image), cfg["work_side"])
+    if np.unique(gray[:: max(1, gray.shape[0] // 64), :: max(1, gray.shape[1] // 64)]).size < 3:
+        return []
+    body, fields = _lung_fields(gray, cfg)
+    if not fields:
+        return []
+    boxes: list[tuple[str, tuple[int, int, int, int]]] = []
+    if len(fields) == 2:
+        boxes += [("lung-field-image-left", _bbox(fields[0])), ("lung-field-image-right", _bbox(fields[1]))]
+        gaps = _between_lungs(*fields)
+        if len(gaps) >= 2:
+            boxes.append(("mediastinum", _gap_box(gaps)))
+            # The heart shadow: the gap's lower half, where the heart widens it.
+            boxes.append(("heart-shadow", _gap_box(gaps[len(gaps) // 2 :])))
+    else:
+        x0, y0, x1, y1 = _bbox(fields[0])
+        bx0, _, bx1, _ = _bbox(body)
+        side = "left" if x0 + x1 < bx0 + bx1 else "right"  # of the body's midline
+        boxes.append((f"lung-field-image-{side}", (x0, y0, x1, y1)))
+    # Below the diaphragm: the body under the higher of the lung bases, across the lung fields,
+    # at most as deep as the lungs are high.
+    lx0, ly0, lx1, ly1 = _bbox(np.logical_or.reduce(fields))
+    dome = min(_bbox(m)[3] for m in fields)
+    below = body[dome : min(body.shape[0], dome + (ly1 - ly0)), lx0:lx1]
+    if below.any(axis=1).sum() >= cfg["min_below_fraction"] * gray.shape[0]:
+        rows = np.nonzero(below.any(axis=1))[0]
+        boxes.append(("below-diaphragm", (lx0, dome + int(rows[0]), lx1, dome + int(rows[-1]) + 1)))
+    h, w = image.shape[:2]
+    prompts = []
+    for label, (x0, y0, x1, y1) in boxes:
+        box = (min(x0 * sx, w), min(y0 * sy, h), min(x1 * sx, w), min(y1 * sy, h))
+        if box[2] > box[0] and box[3] > box[1] and not _is_whole_image(box, h, w):
+            prompts.append(Prompt(box=tuple(float(v) for v in box), label=f"chest-{label}", source="chest"))
+    return prompts[: cfg["max_prompts"]]
+
+
 def expert_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> list[Prompt]:
     prompts = []
     for item in (context or {}).get("expert_boxes") or []:
@@ -171,6 +326,7 @@ PROMPT_SOURCES: dict[str, PromptFn] = {
     "expert": expert_prompts,
     "sam": sam_prompts,
     "otsu": otsu_prompts,
+    "chest": chest_prompts,
 }
 
 #: Prompt source -> the segmenter whose masks it reads from the context.
