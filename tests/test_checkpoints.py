@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import TINY_SAM_ARCH, TINY_SAM_GENERATOR, phantom_rgb
 
 from loclens.cli import main
@@ -177,13 +176,15 @@ def _tiny_hf_sam(seed: int = 0):
 
     a = TINY_SAM_ARCH
     config = SamConfig(
-        vision_config=dict(hidden_size=a["encoder_embed_dim"], num_hidden_layers=a["encoder_depth"],
-                           num_attention_heads=a["encoder_num_heads"], global_attn_indexes=a["encoder_global_attn_indexes"],
-                           window_size=a["window_size"], image_size=a["image_size"], output_channels=a["prompt_embed_dim"],
-                           num_pos_feats=a["prompt_embed_dim"] // 2),
-        prompt_encoder_config=dict(hidden_size=a["prompt_embed_dim"], image_size=a["image_size"]),
-        mask_decoder_config=dict(hidden_size=a["prompt_embed_dim"], mlp_dim=a["decoder_mlp_dim"],
-                                 num_attention_heads=a["decoder_num_heads"], iou_head_hidden_dim=a["iou_head_hidden_dim"]),
+        vision_config={"hidden_size": a["encoder_embed_dim"], "num_hidden_layers": a["encoder_depth"],
+                       "num_attention_heads": a["encoder_num_heads"],
+                       "global_attn_indexes": a["encoder_global_attn_indexes"], "window_size": a["window_size"],
+                       "image_size": a["image_size"], "output_channels": a["prompt_embed_dim"],
+                       "num_pos_feats": a["prompt_embed_dim"] // 2},
+        prompt_encoder_config={"hidden_size": a["prompt_embed_dim"], "image_size": a["image_size"]},
+        mask_decoder_config={"hidden_size": a["prompt_embed_dim"], "mlp_dim": a["decoder_mlp_dim"],
+                             "num_attention_heads": a["decoder_num_heads"],
+                             "iou_head_hidden_dim": a["iou_head_hidden_dim"]},
     )
     torch.manual_seed(seed)
     model = SamModel(config).eval()
@@ -272,7 +273,7 @@ def test_transformers_and_segment_anything_files_give_identical_masks(hf_sam):
 
 
 def test_bad_transformers_checkpoints_are_named(tmp_path, hf_sam):
-    model, root = hf_sam
+    _, root = hf_sam
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CheckpointError, match=r"empty: a checkpoint folder must hold model\.safetensors or pytorch_model\.bin"):

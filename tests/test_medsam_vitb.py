@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY_SAM_ARCH, phantom_rgb
+
 from loclens.config import validate
+from loclens.imageio import load_rgb, read_bytes
 from loclens.segment import build_segmenter, rle
 from loclens.segment.checkpoints import CheckpointError
-from loclens.imageio import load_rgb, read_bytes
 from loclens.segment.medsam_vitb import MedSAMViTB, preprocess, scale_boxes
 from loclens.segment.prompts import prompt_context, prompts_for
 from loclens.segment.run import mask_entries
