@@ -39,7 +39,12 @@ MODEL_NAME = "MedSAM ViT-B"
 
 
 def preprocess(image: np.ndarray, size: int) -> np.ndarray:
-    """HxWx3 uint8 -> 3 x size x size float32 in [0, 1], as MedSAM's inference script makes it."""
+    """HxWx3 uint8 -> 3 x size x size float32 in [0, 1], as MedSAM's inference script makes it.
+
+    The three channels are resized together even when they are equal (radiographs): resizing
+    one channel is an order of magnitude faster, but its values differ in the last bits, and the
+    uint8 truncation turns some of those into a whole level (thousands of pixels on a 256x256
+    VQA-RAD image), so the result would no longer be the script's."""
     resized = transform.resize(image, (size, size), order=3, preserve_range=True, anti_aliasing=True).astype(np.uint8)
     # uint8 - uint8 minimum stays uint8 (no negatives); the division promotes to float64.
     normalised = (resized - resized.min()) / np.clip(resized.max() - resized.min(), a_min=1e-8, a_max=None)
