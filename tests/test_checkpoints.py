@@ -19,7 +19,7 @@ from loclens.provenance import sha256_file
 from loclens.segment import build_segmenter, checkpoints
 from loclens.segment.checkpoints import CheckpointError
 from loclens.segment.sam_hf_format import is_transformers_sam, to_segment_anything
-from loclens.segment.sam_models import build_sam_network, load_sam_network
+from loclens.segment.sam_models import ARCHS, build_sam_network, load_sam_network
 
 
 def _segment_cfg(**segment) -> dict:
@@ -221,6 +221,23 @@ def test_converted_keys_and_shapes_are_segment_anythings(hf_sam):
         assert is_transformers_sam(state)
         got = to_segment_anything(state)
         assert got.keys() == converted.keys() and all(torch.equal(got[k], converted[k]) for k in got), path
+
+
+@pytest.mark.parametrize("model_type", ["vit_b", "vit_h"])
+def test_published_sammodel_layouts_map_onto_segment_anythings(model_type):
+    """The full-size architectures (built on the meta device: shapes, no memory), e.g. the
+    vit_b of facebook/sam-vit-base and flaviagiammarino/medsam-vit-base."""
+    from transformers import SamConfig, SamModel
+
+    a = ARCHS[model_type]
+    vision = {"hidden_size": a["encoder_embed_dim"], "num_hidden_layers": a["encoder_depth"],
+              "num_attention_heads": a["encoder_num_heads"], "global_attn_indexes": a["encoder_global_attn_indexes"]}
+    with torch.device("meta"):
+        theirs = SamModel(SamConfig(vision_config=vision)).state_dict()
+        ours = build_sam_network(model_type).state_dict()
+    del theirs["shared_image_embedding.positional_embedding"]  # its tied copy; meta tensors cannot be compared
+    converted = to_segment_anything(theirs)
+    assert {k: v.shape for k, v in converted.items()} == {k: v.shape for k, v in ours.items()}
 
 
 def test_converted_network_computes_what_sammodel_computes(hf_sam):
