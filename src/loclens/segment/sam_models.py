@@ -5,6 +5,9 @@ published architectures are restated here as data (``ARCHS``, checked against th
 own registry in the tests) and can be overridden key by key through ``arch:`` in the config.
 The overrides exist for testing: tiny randomly initialised models exercise the real code
 paths on a CPU. Real checkpoints need the unmodified architecture.
+
+Checkpoints in transformers' ``SamModel`` layout are converted to this one on loading
+(``sam_hf_format``), so both layouts run through the same network.
 """
 
 from __future__ import annotations
@@ -13,9 +16,16 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
+)
 
 from .checkpoints import CheckpointError, read_state_dict
+from .sam_hf_format import is_transformers_sam, to_segment_anything
 
 #: Architecture constants shared by every published SAM (segment_anything/build_sam.py).
 COMMON = {
@@ -99,10 +109,16 @@ def build_sam_network(model_type: str, overrides: dict | None = None) -> Sam:
 
 
 def load_sam_network(model_type: str, checkpoint: str | Path, overrides: dict | None = None) -> Sam:
-    """The network with the checkpoint's weights; a checkpoint of another architecture is an error
-    that names the mismatching keys rather than a silently half-initialised model."""
+    """The network with the checkpoint's weights (either layout; a transformers model folder or
+    its weights file); a checkpoint of another architecture is an error that names the
+    mismatching keys rather than a silently half-initialised model."""
     net = build_sam_network(model_type, overrides)
     state = read_state_dict(checkpoint)
+    if is_transformers_sam(state):
+        try:
+            state = to_segment_anything(state)
+        except ValueError as exc:
+            raise CheckpointError(f"{checkpoint}: {exc}") from None
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # missing, unexpected or mis-shaped keys
