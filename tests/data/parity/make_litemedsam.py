@@ -106,7 +106,7 @@ def main() -> None:
     shutil.rmtree(OUT / "images", ignore_errors=True)
     (OUT / "images").mkdir()
     for name, entry in images.items():
-        shutil.copy2(args.vqa_rad / IMAGE_FOLDER / name, OUT / "images" / name)
+        shutil.copyfile(args.vqa_rad / IMAGE_FOLDER / name, OUT / "images" / name)
         masks = []
         for k in range(len(entry["boxes"])):
             segs = np.load(work / "segs" / f"{Path(name).stem}-{k:02d}.npz")["segs"]
