@@ -140,7 +140,7 @@ class LiteMedSAM:
             logits, iou = decode_boxes(self.net, enc.embedding, box_t, self.device, self.precision)
             new_h, new_w = enc.resized_hw
             cropped = logits[:, :, :new_h, :new_w]
-            # One box at a time, as upstream: one full-resolution float plane is held, not N.
+            # Box by box: one full-resolution float plane is held at a time, not one per box.
             for i in range(len(boxes)):
                 full = F.interpolate(cropped[i : i + 1], size=(h, w), mode="bilinear", align_corners=False)
                 # sigmoid(x) > t  <=>  x > logit(t): no sigmoid over the full-resolution plane.
