@@ -9,7 +9,9 @@ reference mask, mean/min IoU, and per image the best-of-rounds wall seconds (rea
 one torch thread) and CPU seconds of the process (summed over its threads; on a shared, loaded
 machine the steadier figure for comparing code).
 
-    python benchmarks/litemedsam_parity.py [--rounds 3]
+    python benchmarks/litemedsam_parity.py [--rounds 3] [--read-max-side 1024]
+
+``--read-max-side``: the memory setting ``segment.read_max_side`` (default: off, full resolution).
 
 To measure other code (e.g. main's, before parity), put its ``src`` first on PYTHONPATH.
 """
@@ -64,11 +66,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--read-max-side", type=int, default=None, help="segment.read_max_side (default: off)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     fixture = json.loads((FIXTURE / "reference.json").read_text())
     seg = LiteMedSAM(device="cpu")
-    max_side = reduced_read_side({})
+    max_side = reduced_read_side({"read_max_side": args.read_max_side})
     print(f"loclens at {run.__file__}; large images read at max side {max_side}")
     ious, read_s, model_s, cpu_s = [], [], [], []
     for name, entry in fixture["images"].items():
