@@ -29,6 +29,7 @@ from conftest import BIN, REPO, run_snakemake
 from loclens import accounting
 from loclens.atomic import HOLD_ENV, TMP_PREFIX
 from loclens.ingest import read_jsonl
+from loclens.release.shards import read_mask_cache
 from loclens.schema import VIEW_COLUMNS
 from messy_data import LARGE_SIZE, check_outcome, write_messy_release
 
@@ -130,13 +131,18 @@ def test_read_reduced_a_large_image_costs_about_what_a_small_one_does(messy_buil
     others = [s["peak_rss_mb"] for k, s in stats.items() if k != with_large]
     extra = stats[with_large]["peak_rss_mb"] - max(others)
     # At full resolution (the default: Otsu in float64 and one logit plane in float32 at 12 Mpx,
-    # a mask per box), a 4000x3000 image costs far more than a 512x512 one
-    # (benchmarks/segment_memory.py); reduced while read, +2 to +106 MB in different runs: the peak also
+    # a mask per box) the large image's job costs more, growing with its pixels
+    # (benchmarks/segment_memory.py prints both); reduced while read, +2 to +106 MB in different runs: the peak also
     # depends on when the loader thread decodes the large PNG (whole, 36 MB as RGB) relative to
-    # the model's buffers, and on what the allocator has returned by then. The bound stays
-    # well below the full-resolution figure.
+    # the model's buffers, and on what the allocator has returned by then.
     print(f"peak RSS of the segment job with the large image: {stats[with_large]['peak_rss_mb']} MB; others: {others} MB")
     assert extra < 160, f"segmenting a {LARGE_SIZE} image cost {extra:.0f} MB more than the other shard"
+    # The setting was in effect: the large image was prompted on its reduced copy, so its boxes lie
+    # on that copy's pixel grid scaled back by 4000/1024 (at full resolution they are whole pixels).
+    masks, _ = read_mask_cache([workdir / "results" / "segment" / "messy" / "medsam" / f"shard-{with_large:05d}.parquet"])
+    boxes = [m["prompt_box"] for m in masks[large_id]]
+    assert boxes and all(float(v / (LARGE_SIZE[0] / 1024)).is_integer() for box in boxes for v in box)
+    assert any(not float(v).is_integer() for box in boxes for v in box)
 
 
 def test_no_token_is_logged_or_written(messy_build):
