@@ -14,8 +14,9 @@ so every box goes in an .npz of its own and ``segs == 1`` is that box's own mask
         --vqa-rad /work/shared/datasets/vqa_rad --reference /work/shared/reference/medsam \\
         --work /tmp/ref-lite
 
-Writes ``litemedsam/images/<file>`` (the original JPEG bytes) and ``litemedsam/reference.json``
-(per image: size, boxes, the reference masks as COCO RLE).
+Writes ``litemedsam/images/<file>`` (the original JPEG bytes; and one image smaller than the
+model's input, made from a VQA-RAD image, as PNG) and ``litemedsam/reference.json`` (per image:
+size, boxes, the reference masks as COCO RLE).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from loclens.config import validate
 from loclens.imageio import load_rgb
@@ -53,6 +55,9 @@ IMAGES = (
     "synpic46720.jpg",  # 263x324
     "synpic59536.jpg",  # 256x256
 )
+#: Images smaller than the model's input (VQA-RAD has none; INTER_AREA then enlarges): made from a
+#: VQA-RAD image, reduced by PIL (LANCZOS) and stored as PNG. Name -> (source, (width, height)).
+SMALL_IMAGES = {"synpic46720-162x200.png": ("synpic46720.jpg", (162, 200))}
 
 
 def sha256(path: Path) -> str:
@@ -86,11 +91,19 @@ def main() -> None:
     for name in REFERENCE_FILES:
         shutil.copy2(args.reference / name, work / name)
 
+    OUT.mkdir(exist_ok=True)
+    shutil.rmtree(OUT / "images", ignore_errors=True)
+    (OUT / "images").mkdir()
+    for name in IMAGES:
+        shutil.copyfile(args.vqa_rad / IMAGE_FOLDER / name, OUT / "images" / name)
+    for name, (source, size) in SMALL_IMAGES.items():
+        Image.open(args.vqa_rad / IMAGE_FOLDER / source).convert("RGB").resize(size, Image.Resampling.LANCZOS).save(
+            OUT / "images" / name)
+
     prompt_cfg = validate({"datasets": {"vqa_rad": {"source": "vqa_rad", "path": str(args.vqa_rad)}}})["segment"]["medsam"]
     images = {}
-    for name in IMAGES:
-        path = args.vqa_rad / IMAGE_FOLDER / name
-        pixels = load_rgb(path.read_bytes(), name)
+    for name in (*IMAGES, *SMALL_IMAGES):
+        pixels = load_rgb((OUT / "images" / name).read_bytes(), name)
         boxes = [list(p.box) for p in prompts_for(pixels, ["otsu"], prompt_cfg)]
         images[name] = {"height": pixels.shape[0], "width": pixels.shape[1], "boxes": boxes}
         for k, box in enumerate(boxes):
@@ -102,11 +115,7 @@ def main() -> None:
            str(weights), "-device", "cpu", "-png_save_dir", "overlay"]
     subprocess.run(cmd, cwd=work, check=True)
 
-    OUT.mkdir(exist_ok=True)
-    shutil.rmtree(OUT / "images", ignore_errors=True)
-    (OUT / "images").mkdir()
     for name, entry in images.items():
-        shutil.copyfile(args.vqa_rad / IMAGE_FOLDER / name, OUT / "images" / name)
         masks = []
         for k in range(len(entry["boxes"])):
             segs = np.load(work / "segs" / f"{Path(name).stem}-{k:02d}.npz")["segs"]
