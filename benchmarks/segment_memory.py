@@ -4,7 +4,9 @@ For each size, writes a one-image dataset in the VQA-RAD layout (a phantom scale
 large PNG is cheap to make), ingests it, runs the real ``loclens segment`` job (LiteMedSAM, CPU)
 in a child process, and prints that process's peak RSS (from ``wait4``, whatever code runs).
 
-    python benchmarks/segment_memory.py --sizes 512x512 4000x3000 8000x6000
+    python benchmarks/segment_memory.py --sizes 512x512 4000x3000 8000x6000 [--read-max-side 1024]
+
+``--read-max-side``: the memory setting ``segment.read_max_side`` (default: off, full resolution).
 
 To compare with other code, put its ``src`` first on PYTHONPATH.
 """
@@ -40,10 +42,11 @@ def make_dataset(root: Path, width: int, height: int) -> None:
     (root / JSON_NAME).write_text(json.dumps([record]))
 
 
-def measure(width: int, height: int, work: Path) -> dict:
+def measure(width: int, height: int, work: Path, read_max_side: int | None = None) -> dict:
     root = work / f"{width}x{height}"
     make_dataset(root / "data", width, height)
-    config = validate({"datasets": {"scan": {"source": "vqa_rad", "path": str(root / "data")}}})
+    config = validate({"datasets": {"scan": {"source": "vqa_rad", "path": str(root / "data")}},
+                       "segment": {"read_max_side": read_max_side}})
     run_ingest("scan", config, root / "ingest")
     cmd = [sys.executable, "-m", "loclens.cli", "segment", "--records", str(root / "ingest" / "records.jsonl"),
            "--plan", str(root / "ingest" / "plan.json"), "--shard", "0", "--segmenter", "medsam",
@@ -62,10 +65,11 @@ def measure(width: int, height: int, work: Path) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["512x512", "4000x3000"], help="WIDTHxHEIGHT ...")
+    parser.add_argument("--read-max-side", type=int, default=None, help="segment.read_max_side (default: off)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(*map(int, s.lower().split("x")), Path(tmp)) for s in args.sizes]
+        rows = [measure(*map(int, s.lower().split("x")), Path(tmp), args.read_max_side) for s in args.sizes]
     print(f"{'size':>12} {'Mpx':>6} {'peak RSS MB':>12} {'seconds':>8}")
     for r in rows:
         print(f"{r['size']:>12} {r['megapixels']:>6} {r['peak_rss_mb']:>12} {r['seconds']:>8}")

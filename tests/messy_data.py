@@ -18,7 +18,7 @@ from loclens.provenance import sha256_bytes
 from loclens.sources.sample import _phantom
 from loclens.sources.vqa_rad import IMAGE_DIR, JSON_NAME
 
-#: Side of the large image: above the segmenters' working size (segment.run.WORK_MAX_SIDE),
+#: Side of the large image: above the reduced-read size tests use (segment.read_max_side),
 #: made cheaply (a phantom scaled up, so its PNG is small) but decoded at full size.
 LARGE_SIZE = (4000, 3000)
 

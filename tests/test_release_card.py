@@ -39,7 +39,8 @@ def test_card_round_trips_through_datasetcard_and_matches_the_shards(small_relea
                    "max_prompts=8", "Split protocol `grouped`", "segmenter not run", "Not for clinical use",
                    "machine-generated", "@inproceedings{kirillov2023sam", "@article{ma2024medsam",
                    "@article{lau2018vqarad", "@inproceedings{liu2021slake", "farooq2025loclens",
-                   "rejects/sample.jsonl", "CC0 1.0"):
+                   "rejects/sample.jsonl", "CC0 1.0",
+                   "segmented at its full resolution", "`segment.read_max_side: null`"):
         assert needle in text, needle
     # counts per split and view are in the card and equal the shards'
     for split in ds:

@@ -24,10 +24,11 @@ from loclens.ingest import read_jsonl, run_ingest
 from loclens.release.finalize import finalize_release
 from loclens.release.shards import render_shard
 from loclens.segment.prompts import Prompt
-from loclens.segment.run import WORK_MAX_SIDE, mask_entries
+from loclens.segment.run import load_with_prompts, mask_entries
 from loclens.sources import read_source
 from loclens.sources.base import Reject, safe_join
 from loclens.sources.vqa_rad import IMAGE_DIR, JSON_NAME
+from loclens.stages import segment_settings
 from messy_data import LARGE_SIZE, check_outcome, encode, image_files, phantom, write_messy_release
 
 
@@ -120,11 +121,15 @@ def test_cmyk_alpha_and_misnamed_jpeg_become_rgb(files):
     assert misnamed.shape == (256, 256, 3)
 
 
+#: A reduced-read size (segment.read_max_side), as a user short of memory might set it.
+READ_MAX_SIDE = 1024
+
+
 def test_large_images_are_reduced_while_read(files):
     assert probe(files["large.png"], "large.png") == LARGE_SIZE
-    reduced = load_rgb(files["large.png"], "large.png", max_side=WORK_MAX_SIDE)
+    reduced = load_rgb(files["large.png"], "large.png", max_side=READ_MAX_SIDE)
     w, h = LARGE_SIZE
-    assert reduced.shape == (round(h * WORK_MAX_SIDE / w), WORK_MAX_SIDE, 3)
+    assert reduced.shape == (round(h * READ_MAX_SIDE / w), READ_MAX_SIDE, 3)
     # A large JPEG is decoded at a reduced DCT scale; the result matches the full decode reduced.
     big = Image.fromarray(phantom("chest", 300, 11)).resize((3000, 2400), Image.Resampling.NEAREST)
     jpeg = encode(big, "JPEG", quality=95)
@@ -132,8 +137,21 @@ def test_large_images_are_reduced_while_read(files):
     full = np.asarray(Image.fromarray(load_rgb(jpeg, "big.jpg")).resize(fast.shape[1::-1], Image.Resampling.BOX))
     assert fast.shape == (410, 512, 3)
     assert np.abs(fast.astype(int) - full.astype(int)).mean() < 3
-    small = load_rgb(files["palette.png"], "palette.png", max_side=WORK_MAX_SIDE)
+    small = load_rgb(files["palette.png"], "palette.png", max_side=READ_MAX_SIDE)
     assert np.array_equal(small, load_rgb(files["palette.png"], "palette.png"))  # small images: untouched
+
+
+def test_segment_jobs_read_full_resolution_unless_read_max_side_is_set(tmp_path):
+    path = tmp_path / "big.png"
+    Image.fromarray(phantom("abdomen", 300, 8)).resize((1500, 1200), Image.Resampling.NEAREST).save(path)
+    row = {"image_id": "big", "path": str(path), "height": 1200, "width": 1500}
+    config = validate({"datasets": {"d": {"source": "sample"}}})
+    full, prompts = load_with_prompts(row, segment_settings(config, "medsam"))
+    assert full.shape == (1200, 1500, 3) and prompts  # the default: as the models' reference reads it
+    config["segment"]["read_max_side"] = READ_MAX_SIDE
+    reduced, reduced_prompts = load_with_prompts(row, segment_settings(config, "medsam"))
+    assert reduced.shape == (819, 1024, 3) and reduced_prompts
+    assert max(p.box[2] for p in reduced_prompts) <= 1024 < max(p.box[2] for p in prompts)
 
 
 def test_masks_from_a_reduced_image_are_stored_at_the_image_size():

@@ -3,7 +3,8 @@ holding every bad input at once (tests/messy_data.py):
 
 - every record reaches the release or its rejects report, which the release carries and the card
   summarises; the accounting balances;
-- the segmentation of a large image costs about what a small one does (bounded memory);
+- with the memory setting ``segment.read_max_side``, the segmentation of a large image costs about
+  what a small one does (bounded memory);
 - no token from the environment ends up in any output or log;
 - a build killed during segmentation, rendering and release writing, then rerun, ends with exactly
   the shards of an uninterrupted build, redoing only unfinished work;
@@ -28,6 +29,7 @@ from conftest import BIN, REPO, run_snakemake
 from loclens import accounting
 from loclens.atomic import HOLD_ENV, TMP_PREFIX
 from loclens.ingest import read_jsonl
+from loclens.release.shards import read_mask_cache
 from loclens.schema import VIEW_COLUMNS
 from messy_data import LARGE_SIZE, check_outcome, write_messy_release
 
@@ -41,7 +43,9 @@ THREADS = ("--set-threads", "segment=1")
 def _write_config(workdir: Path, root: Path) -> Path:
     config = {
         "datasets": {"messy": {"source": "vqa_rad", "path": str(root)}},
-        "segment": {"images_per_shard": 3},
+        # The memory setting, so that the large image's job costs what the others do (the default,
+        # full resolution, is what the parity tests and the other workflow builds use).
+        "segment": {"images_per_shard": 3, "read_max_side": 1024},
         "release": {"rows_per_shard": 3},
     }
     workdir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +105,7 @@ def test_every_bad_input_is_rejected_with_its_file_and_everything_else_released(
 
     card = (release / "README.md").read_text()
     assert f"released + {acc['rejected_qa']} rejected" in card and "image of NxN pixels is too small to segment" in card
+    assert "`segment.read_max_side: 1024`, a memory setting" in card  # the card says how large images were read
     assert not list(release.rglob(f"{TMP_PREFIX}*"))
 
 
@@ -113,7 +118,7 @@ def _segment_stats(workdir: Path) -> dict[int, dict]:
     return stats
 
 
-def test_segmenting_a_large_image_costs_about_what_a_small_one_does(messy_build):
+def test_read_reduced_a_large_image_costs_about_what_a_small_one_does(messy_build):
     workdir, _, _, _ = messy_build
     plan = json.loads((workdir / "results" / "ingest" / "messy" / "plan.json").read_text())
     records = read_jsonl(workdir / "results" / "ingest" / "messy" / "records.jsonl")
@@ -125,14 +130,19 @@ def test_segmenting_a_large_image_costs_about_what_a_small_one_does(messy_build)
     assert {len(ids) for ids in plan["segment_shards"]} == {3}
     others = [s["peak_rss_mb"] for k, s in stats.items() if k != with_large]
     extra = stats[with_large]["peak_rss_mb"] - max(others)
-    # Working at full resolution (logits and masks per box at 12 Mpx in float32, Otsu in float64),
-    # a 4000x3000 image cost +335 MB over a 512x512 one (benchmarks/segment_memory.py on the
-    # foundation's code); reduced while read, +2 to +106 MB in different runs: the peak also
+    # At full resolution (the default: Otsu in float64 and one logit plane in float32 at 12 Mpx,
+    # a mask per box) the large image's job costs more, growing with its pixels
+    # (benchmarks/segment_memory.py prints both); reduced while read, +2 to +106 MB in different runs: the peak also
     # depends on when the loader thread decodes the large PNG (whole, 36 MB as RGB) relative to
-    # the model's buffers, and on what the allocator has returned by then. The bound stays
-    # well below the full-resolution figure.
+    # the model's buffers, and on what the allocator has returned by then.
     print(f"peak RSS of the segment job with the large image: {stats[with_large]['peak_rss_mb']} MB; others: {others} MB")
     assert extra < 160, f"segmenting a {LARGE_SIZE} image cost {extra:.0f} MB more than the other shard"
+    # The setting was in effect: the large image was prompted on its reduced copy, so its boxes lie
+    # on that copy's pixel grid scaled back by 4000/1024 (at full resolution they are whole pixels).
+    masks, _ = read_mask_cache([workdir / "results" / "segment" / "messy" / "medsam" / f"shard-{with_large:05d}.parquet"])
+    boxes = [m["prompt_box"] for m in masks[large_id]]
+    assert boxes and all(float(v / (LARGE_SIZE[0] / 1024)).is_integer() for box in boxes for v in box)
+    assert any(not float(v).is_integer() for box in boxes for v in box)
 
 
 def test_no_token_is_logged_or_written(messy_build):

@@ -5,8 +5,8 @@ without alpha, truncated, misnamed, tiny or huge. Everything downstream (segment
 rendering) works on HxWx3 uint8; anything that cannot become one raises ``ImageError``.
 
 Memory: an image is refused from its header alone above ``MAX_PIXELS`` (before any pixel is
-decoded). Callers that need only a bounded working resolution (the segmenters) pass
-``max_side``: JPEGs are then decoded at a reduced DCT scale (``Image.draft``) and every image is
+decoded). Callers that want a bounded working resolution (the segmenters, when the memory
+setting ``segment.read_max_side`` is on) pass ``max_side``: JPEGs are then decoded at a reduced DCT scale (``Image.draft``) and every image is
 reduced right after decoding, before the conversion to RGB and any float arrays, so the memory
 of such a reader does not grow with the image beyond the decoded native pixels.
 """

@@ -20,8 +20,9 @@ def ingest_settings(config: dict, dataset: str) -> dict:
 
 
 def segment_settings(config: dict, segmenter: str) -> dict:
-    """A segmenter's config section, with its prompt sources narrowed to those that can run."""
-    settings = dict(config["segment"][segmenter])
+    """A segmenter's config section, with its prompt sources narrowed to those that can run,
+    and the resolution images are read at (``segment.read_max_side``, shared by all)."""
+    settings = {**config["segment"][segmenter], "read_max_side": config["segment"]["read_max_side"]}
     if "prompts" in settings:
         settings["prompts"] = effective_prompts(config, settings["prompts"])
     return settings

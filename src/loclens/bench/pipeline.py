@@ -62,7 +62,7 @@ def steps_stage(spec: dict) -> dict:
     for row in rows:
         t, data = _best_of(repeats, read_bytes, row["path"])
         add("read", t)
-        t, image = _best_of(repeats, load_rgb, data, row["path"], getattr(runner, "WORK_MAX_SIDE", None))
+        t, image = _best_of(repeats, load_rgb, data, row["path"], runner.read_max_side(cfg))
         add("decode", t)
         context = prompt_context(row, image.shape[:2], {})
         t, prompts = _best_of(repeats, prompts_for, image, cfg["prompts"], cfg, context)

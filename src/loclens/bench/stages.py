@@ -51,7 +51,8 @@ def plan_and_records(spec: dict) -> tuple[dict, Path]:
 
 def segmenter_cfg(spec: dict) -> dict:
     """The variant's config section: the config's own, with the variant's backend."""
-    cfg = dict(spec["config"]["segment"][spec["family"]])
+    segment = spec["config"]["segment"]
+    cfg = {**segment[spec["family"]], "read_max_side": segment.get("read_max_side")}
     if spec.get("backend"):
         cfg["backend"] = spec["backend"]
     return cfg

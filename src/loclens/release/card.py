@@ -229,7 +229,21 @@ def _segmenter_lines(build: dict) -> list[str]:
     for seg in ("sam", "medsam"):
         if seg not in ran:
             lines.append(f"- `{seg}_*` views: not made in this build (the `{seg}` segmenter was not run); those columns are null.")
+    if ran:
+        lines.append(_resolution_line(build.get("read_max_side")))
     return lines
+
+
+def _resolution_line(read_max_side: int | None) -> str:
+    """Which resolution the segmenters saw (``segment.read_max_side``)."""
+    if read_max_side is None:
+        return ("- Every image was segmented at its full resolution, as the models' reference inference does: "
+                "each segmenter resizes the image to its input size itself and its mask logits are upsampled "
+                "bilinearly to the image's size (`segment.read_max_side: null`).")
+    return (f"- Images larger than {read_max_side} pixels per side were read reduced to {read_max_side} "
+            f"(`segment.read_max_side: {read_max_side}`, a memory setting): their prompts and masks were made at "
+            "that size and the masks scaled back to the image's size nearest-neighbour, so they differ slightly "
+            "from the models' reference inference at full resolution. Smaller images were segmented at full resolution.")
 
 
 def _method_section(manifest: dict) -> list[str]:

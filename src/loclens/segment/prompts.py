@@ -295,7 +295,7 @@ def prompt_context(row: dict, shape: tuple[int, int] | None = None, masks: dict 
     """What prompt sources may know about one image: its ingest record's expert boxes and the
     masks other segmenters found (segmenter -> mask entries), both in the pixels of the image the
     segmenter sees: ``shape`` is its (height, width) when it was reduced from the record's size
-    (see segment.run.WORK_MAX_SIDE)."""
+    (see segment.run.read_max_side)."""
     sy = sx = 1.0
     if shape is not None and "height" in row and tuple(shape) != (row["height"], row["width"]):
         sy, sx = shape[0] / row["height"], shape[1] / row["width"]

@@ -30,12 +30,15 @@ from .prompts import Prompt, prompt_context, prompts_for
 from .workers import Done, PostPool, available_cpus, device_rle_counts, from_shared, loaded
 from .workers import plan as workers_plan
 
-#: Segmenters see images at most this many pixels per side (SAM and MedSAM work at 1024,
-#: LiteMedSAM at 256): larger images are reduced while being read, prompts and masks are made
-#: at that size, and masks are scaled back to the image's size in RLE form. So the memory of a
-#: segmentation job does not grow with the image (a 6000x5000 scan costs what a 1024 one does),
-#: and images up to this size are processed exactly as read.
-WORK_MAX_SIDE = 1024
+
+def read_max_side(cfg: dict) -> int | None:
+    """``segment.read_max_side`` (copied into each segmenter's settings by
+    ``stages.segment_settings``). None, the default: segmenters see every image at full
+    resolution and make its masks at that size, as the models' reference inference does. A
+    number: larger images are reduced while being read, prompts and masks are made at that size
+    and masks are scaled back to the image's size in RLE form (nearest-neighbour), so the memory
+    of a segmentation job does not grow with the image."""
+    return cfg.get("read_max_side")
 
 
 #: Images sent through the encoder together, by device type. On a CPU a larger batch is no
@@ -156,9 +159,9 @@ def _shape_only(h: int, w: int) -> np.ndarray:
 
 
 def load_with_prompts(row: dict, prompt_cfg: dict, masks_seen: dict | None = None) -> tuple[np.ndarray, list[Prompt]]:
-    """An image row's pixels as the segmenter sees them (at most WORK_MAX_SIDE per side) and its
-    box prompts from the configured sources."""
-    image = load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE)
+    """An image row's pixels as the segmenter sees them (see ``read_max_side``) and its box
+    prompts from the configured sources."""
+    image = load_rgb(read_bytes(row["path"]), row["path"], max_side=read_max_side(prompt_cfg))
     context = prompt_context(row, image.shape[:2], masks_seen)
     return image, prompts_for(image, prompt_cfg["prompts"], prompt_cfg, context=context)
 
@@ -173,7 +176,7 @@ def _loader(segmenter, cfg: dict, context_masks: dict, pixels: bool):
     def load(row: dict) -> dict:
         masks_seen = {seg: by_id.get(row["image_id"], []) for seg, by_id in context_masks.items()}
         if automatic:
-            image, prompts = load_rgb(read_bytes(row["path"]), row["path"], max_side=WORK_MAX_SIDE), None
+            image, prompts = load_rgb(read_bytes(row["path"]), row["path"], max_side=read_max_side(cfg)), None
         else:
             image, prompts = load_with_prompts(row, cfg, masks_seen)
         return {
