@@ -237,3 +237,24 @@ def test_components_cover_every_parameter(folders):
     for family in FAMILIES:
         model = build_model(settings_for(folders[family], vlm={"lora": {"vision": {"enabled": True}}}))
         assert {model.component(n) for n, _ in model.named_parameters()} == set(COMPONENTS)
+
+
+def test_bf16_weights_train_a_step_with_the_new_modules_in_fp32(folders):
+    model = build_model(settings_for(folders["llava"], vlm={"dtype": "bfloat16"}))
+    assert model.model.dtype == torch.bfloat16 and model.fusion.gate.dtype == torch.float32
+    losses = steps(model, samples(model, n=2, views=2, qa=True), 2, loss="infonce")
+    assert all(np.isfinite(losses))
+
+
+def test_a_checkpoint_of_another_model_is_refused(folders, tmp_path):
+    from safetensors.torch import save_file
+
+    from loclens.train.checkpoint import load_weights
+
+    model = build_model(settings_for(folders["idefics3"]))
+    save_file({"fusion.gate": torch.zeros(()), "model.model.vision_tower.x": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="model.safetensors: does not fit this model.*vision_tower"):
+        load_weights(tmp_path, model)
+    save_file({"image_head.bias": torch.zeros(256)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="no lens fusion weights"):
+        load_weights(tmp_path, model)
