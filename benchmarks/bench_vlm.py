@@ -43,15 +43,21 @@ SIZES = {
 
 
 def build(family: str, size: str, folder: Path) -> Path:
-    from transformers import (CLIPImageProcessor, Idefics3Config, Idefics3ForConditionalGeneration,
-                              Idefics3ImageProcessor, Idefics3Processor, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
-
     from tiny_models import CHAT_TEMPLATE, _tokenizer
+    from transformers import (
+        CLIPImageProcessor,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     image, patch, (vh, vl, vn, vm), (th, tl, tn, tk, tm) = SIZES[size]
-    vision = dict(hidden_size=vh, num_hidden_layers=vl, num_attention_heads=vn, intermediate_size=vm,
-                  image_size=image, patch_size=patch)
+    vision = {"hidden_size": vh, "num_hidden_layers": vl, "num_attention_heads": vn, "intermediate_size": vm,
+              "image_size": image, "patch_size": patch}
     if family == "idefics3":
         special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
         tok = _tokenizer(special)
@@ -65,8 +71,9 @@ def build(family: str, size: str, folder: Path) -> Path:
                                                                  crop_size={"height": image, "width": image}),
                               tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
                               num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
-    text = dict(model_type="llama", vocab_size=len(tok), hidden_size=th, num_hidden_layers=tl, num_attention_heads=tn,
-                num_key_value_heads=tk, intermediate_size=tm, pad_token_id=tok.pad_token_id, max_position_embeddings=2048)
+    text = {"model_type": "llama", "vocab_size": len(tok), "hidden_size": th, "num_hidden_layers": tl,
+            "num_attention_heads": tn, "num_key_value_heads": tk, "intermediate_size": tm,
+            "pad_token_id": tok.pad_token_id, "max_position_embeddings": 2048}
     image_token = tok.convert_tokens_to_ids("<image>")
     torch.manual_seed(0)
     if family == "idefics3":

@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 
 import pytest
 import torch
 import yaml
+from conftest import run_snakemake
 from safetensors.torch import load_file
 
 from loclens.train import default_settings, load_model, train
 from loclens.train.checkpoint import list_checkpoints
-from conftest import run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +106,11 @@ def test_lens_vlm_runs_both_phases_on_a_release_and_resumes_exactly(family, rele
     assert not any(k.startswith(("model.model.text_model.", "model.model.language_model.", "model.lm_head.")) for k in a)
 
     vqa = train(settings(5), "vqa", release, tmp_path / "vqa", init=tmp_path / "whole" / "final", progress=False)
-    assert vqa["steps"] == 2 and all(x == x for x in vqa["losses"])
+    assert vqa["steps"] == 2 and all(math.isfinite(x) for x in vqa["losses"])
     model = load_model(tmp_path / "vqa" / "final")
     assert model.kind == "vlm" and {"vision", "lm", "fusion"} <= model.modified
-    for k, v in a.items():  # phase 2 started from phase 1's weights (and trained them further)
-        assert k in model.state_dict()
+    final = load_file(str(tmp_path / "vqa" / "final" / "model.safetensors"))
+    assert set(a) <= set(final)  # phase 2 started from phase 1's components and keeps them
     from loclens.evaluate.answer import iter_rows
     from loclens.train.vlm import generate_answers_for_rows
 
@@ -144,7 +145,7 @@ def test_workflow_train_target_runs_align_then_vqa(train_release, tiny_vit):
     cfg.write_text(yaml.safe_dump(config))
     run = run_snakemake(train_release, "--configfile", str(cfg), "--cores", "2", "train")
     table = (run.stdout + run.stderr).split("Job stats:", 1)[1]
-    jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m[1] != "total"}
     assert jobs == {"train_align": 1, "train_vqa": 1, "train": 1}  # the release is not rebuilt
     out = train_release / "results" / "train"
     for phase in ("align", "vqa"):

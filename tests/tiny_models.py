@@ -40,16 +40,21 @@ def _tokenizer(image_tokens: list[str]):
 
 
 def _llama(tok) -> dict:
-    return dict(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id, max_position_embeddings=512)
+    return {"model_type": "llama", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+            "pad_token_id": tok.pad_token_id, "max_position_embeddings": 512}
 
 
 def tiny_idefics3(out: Path, image_size: int = 64, patch_size: int = 8, scale_factor: int = 2) -> Path:
     """Idefics3 (SigLIP vision + Llama text) of a few thousand parameters, with a processor
     built on MiniLM's tokenizer plus Idefics3's special tokens; 64x64 images, an 8x8 patch
     grid, the model's own pixel shuffle factor 2."""
-    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
-                              Idefics3Processor)
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
 
     special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
     special += [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
@@ -59,8 +64,8 @@ def tiny_idefics3(out: Path, image_size: int = 64, patch_size: int = 8, scale_fa
     seq = (image_size // patch_size) ** 2 // scale_factor**2
     processor = Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=seq, chat_template=CHAT_TEMPLATE)
     config = Idefics3Config(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=image_size, patch_size=patch_size),
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": image_size, "patch_size": patch_size},
         text_config=_llama(tok),
         scale_factor=scale_factor, image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id,
     )
@@ -73,7 +78,12 @@ def tiny_idefics3(out: Path, image_size: int = 64, patch_size: int = 8, scale_fa
 def tiny_llava(out: Path, image_size: int = 64, patch_size: int = 8) -> Path:
     """LLaVA (CLIP vision tower + Llama text, LLaVA-Med's architecture) of a few thousand
     parameters; 64x64 images, an 8x8 patch grid after the CLS token is dropped."""
-    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tok = _tokenizer(["<image>", "<end_of_utterance>"])
     images = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
@@ -81,8 +91,9 @@ def tiny_llava(out: Path, image_size: int = 64, patch_size: int = 8) -> Path:
                                vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                chat_template=CHAT_TEMPLATE)
     config = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=32),
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": image_size,
+                       "patch_size": patch_size, "projection_dim": 32},
         text_config=_llama(tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-2, vision_feature_select_strategy="default",
     )

@@ -85,8 +85,21 @@ class Family:
         self.tokenizer = processor.tokenizer
         self.image_token_id = int(model.config.image_token_id)
 
-    # subclasses: pixels, patch_embeddings, connect, image_prompt, grid_side, vision_width
+    #: Patch tokens per side of the vision encoder's grid, and their width C.
     grid_side: int
+    vision_width: int
+
+    def pixels(self, image: np.ndarray) -> dict:
+        raise NotImplementedError
+
+    def patch_embeddings(self, inputs: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def connect(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def image_prompt(self) -> str:
+        raise NotImplementedError
 
     @property
     def n_image_tokens(self) -> int:

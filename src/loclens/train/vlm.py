@@ -232,8 +232,8 @@ class VLMLens(nn.Module):
         view_ids = torch.zeros((b, v), dtype=torch.long)
         for i, s in enumerate(samples):
             n = len(s["columns"])
-            for k in vision:
-                vision[k][i, :n] = s["vision"][k]
+            for k, t in s["vision"].items():
+                vision[k][i, :n] = t
             present[i, :n] = True
             view_ids[i, :n] = torch.tensor([IMAGE_COLUMNS.index(c) for c in s["columns"]])
         batch = {"vision": vision, "present": present, "view_ids": view_ids, "texts": [s["text"] for s in samples],
