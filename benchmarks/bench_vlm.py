@@ -11,7 +11,7 @@ per measurement: mean seconds per step after one warm-up step, and peak memory: 
 ``max_memory_allocated``, or on CPU the process's peak resident set (``ru_maxrss``, which includes
 the interpreter and libraries, so compare sizes side by side rather than read it alone).
 
-Sizes: ``tiny`` (the tests' models), ``mid`` (a ~100M-parameter model a CPU can step), and
+Sizes: ``tiny`` (the tests' models), ``mid`` (a ~70M-parameter model a CPU can step: SigLIP-S-like at 256 px, an 8-layer 512-wide Llama), and
 ``smolvlm-500m`` (SmolVLM-500M's shapes: SigLIP-B/16 at 512 px, a 32-layer 960-wide Llama; for a
 GPU). The tokenizer is MiniLM's (30k words, shipped offline) for every size, so the embedding
 tables are smaller than the real models' (49k for SmolVLM).
@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -153,16 +154,36 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--no-pixel-shuffle", action="store_true")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    print(json.dumps({"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-                      "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}), flush=True)
-    # Peak RSS only grows within a process: run the sizes small to large so each figure is its own.
-    for size in sorted(args.sizes, key=list(SIZES).index):
-        for family in args.families:
-            for phase in args.phases:
-                print(json.dumps(measure(family, size, phase, args)), flush=True)
+    if not args.child:
+        print(json.dumps({"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+                          "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}), flush=True)
+    combos = [(f, s) for s in sorted(args.sizes, key=list(SIZES).index) for f in args.families]
+    if len(combos) > 1:
+        # Peak RSS only grows within a process: one child process per (family, size), so each
+        # figure is its own (phase 2 follows phase 1 in the child, and is the larger of the two).
+        rest = list(argv if argv is not None else sys.argv[1:])
+        for family, size in combos:
+            cmd = [sys.executable, __file__, *_without(rest, ("--families", "--sizes")), "--families", family,
+                   "--sizes", size, "--child"]
+            subprocess.run(cmd, check=True)
+        return 0
+    for phase in args.phases:
+        print(json.dumps(measure(*combos[0], phase, args)), flush=True)
     return 0
+
+
+def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``argv`` less the given options and their values."""
+    out, skip = [], False
+    for a in argv:
+        if a.startswith("--"):
+            skip = a in options
+        if not skip:
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":
