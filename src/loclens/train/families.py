@@ -162,7 +162,9 @@ class Idefics3Family(Family):
 
     def image_prompt(self) -> str:
         p = self.processor
-        return f"{p.fake_image_token}{p.global_image_tag}{p.image_token * self.n_image_tokens}{p.fake_image_token}"
+        # Idefics3Processor calls the global-image marker global_image_tag, SmolVLMProcessor global_image_token.
+        marker = getattr(p, "global_image_tag", None) or p.global_image_token
+        return f"{p.fake_image_token}{marker}{p.image_token * self.n_image_tokens}{p.fake_image_token}"
 
 
 class LlavaFamily(Family):
