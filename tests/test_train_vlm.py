@@ -258,3 +258,17 @@ def test_a_checkpoint_of_another_model_is_refused(folders, tmp_path):
     save_file({"image_head.bias": torch.zeros(256)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="no lens fusion weights"):
         load_weights(tmp_path, model)
+
+
+def test_cli_names_the_model_to_fetch_when_offline(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from loclens import cli
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    settings = '{"model": "vlm", "vlm": {"model": "HuggingFaceTB/SmolVLM-500M-Instruct", "revision": "' + "b" * 40 + '"}}'
+    (tmp_path / "release").mkdir()
+    argv = ["train", "--phase", "align", "--release", str(tmp_path / "release"), "--settings", settings,
+            "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert "hf download HuggingFaceTB/SmolVLM-500M-Instruct --revision bbbb" in capsys.readouterr().err
