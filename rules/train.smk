@@ -1,6 +1,8 @@
 # Train: phase 1 `align` (original + two lens views vs organ text, DCL) then phase 2 `vqa`
 # (question + answer, InfoNCE) starting from phase 1's model. Reads only the release.
 # Not part of `all`: run `snakemake train`. GPUs: train.nproc_per_node (> 1 runs torchrun).
+# train.model picks the model: vlm (the paper's method in a Hugging Face VLM, train.vlm) or
+# contrastive (the offline quick model); both run through the same two rules.
 
 
 rule train_align:

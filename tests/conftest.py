@@ -194,3 +194,10 @@ def tiny_idefics3(tmp_path_factory) -> Path:
     from tiny_models import tiny_idefics3
 
     return tiny_idefics3(tmp_path_factory.mktemp("tiny_idefics3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Path:
+    from tiny_models import tiny_llava
+
+    return tiny_llava(tmp_path_factory.mktemp("tiny_llava"))

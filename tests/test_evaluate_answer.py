@@ -1,5 +1,5 @@
 """Answering with real trained models on a small real VQA-RAD release: the contrastive ranker and
-the generative adapter (a tiny randomly initialised Idefics3), predictions in JSONL and Parquet."""
+the lens VLM (a tiny randomly initialised Idefics3), predictions in JSONL and Parquet."""
 
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def test_ranker_scores_are_the_models_cosines_on_the_original_image(release, tin
     assert all(len(p["top_k"]) <= 3 and p["top_k"][0]["answer"] == p["prediction"] for p in preds)
 
 
-def test_generative_adapter_generates_free_text_that_is_scored(release, tiny_idefics3, tmp_path):
-    settings = default_settings(model="generative", device="cpu", generative={"path": str(tiny_idefics3)},
+def test_lens_vlm_generates_free_text_that_is_scored(release, tiny_idefics3, tmp_path):
+    settings = default_settings(model="vlm", device="cpu", vlm={"model": str(tiny_idefics3)}, fusion_heads=2,
                                 batch_size=2, vqa={"max_steps": 1})
     train(settings, "vqa", release, tmp_path / "gen", progress=False)
     answerer = load_answerer(tmp_path / "gen" / "final", device="cpu")

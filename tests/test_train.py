@@ -1,19 +1,22 @@
 """Training both phases on a real VQA-RAD release on CPU: the loss falls, checkpoints resume
-exactly, the generative adapter trains, and the workflow's `train` target runs the two rules."""
+exactly, the lens VLMs (tiny Idefics3 and LLaVA) run both phases and resume, and the workflow's
+`train` target runs the two rules."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 
 import pytest
+import torch
 import yaml
+from conftest import run_snakemake
 from safetensors.torch import load_file
 
 from loclens.train import default_settings, load_model, train
 from loclens.train.checkpoint import list_checkpoints
-from conftest import run_snakemake
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +85,39 @@ def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tm
     assert any(p.name.startswith("checkpoints-stale-") for p in (tmp_path / "split").iterdir())
 
 
-def test_generative_adapter_lowers_lm_plus_contrastive_loss(release, tiny_idefics3, tmp_path):
-    settings = default_settings(model="generative", generative={"path": str(tiny_idefics3)}, device="cpu", lr=3e-3,
-                                align={"epochs": 6})
-    result = train(settings, "align", release, tmp_path / "align", progress=False)
-    assert result["steps"] == 6 and result["losses"][-1] < result["losses"][0] - 0.2, result["losses"]
-    weights = load_file(str(tmp_path / "align" / "final" / "model.safetensors"))
-    assert "model.lm_head.weight" in weights and "model.model.connector.modality_projection.proj.weight" in weights
-    assert not any(k.startswith("model.model.vision_model.") for k in weights)  # frozen vision
-    vqa = train(settings | {"vqa": settings["vqa"] | {"max_steps": 2}}, "vqa", release, tmp_path / "vqa",
-                init=tmp_path / "align" / "final", progress=False)
-    assert vqa["steps"] == 2 and all(x == x for x in vqa["losses"])
-    assert load_model(tmp_path / "vqa" / "final").kind == "generative"
+@pytest.mark.parametrize("family", ["idefics3", "llava"])
+def test_lens_vlm_runs_both_phases_on_a_release_and_resumes_exactly(family, release, tiny_idefics3, tiny_llava, tmp_path):
+    folder = {"idefics3": tiny_idefics3, "llava": tiny_llava}[family]
+
+    def settings(max_steps):
+        return default_settings(model="vlm", vlm={"model": str(folder), "max_new_tokens": 3}, device="cpu",
+                                fusion_heads=2, batch_size=2, lr=3e-3, checkpoint_every=1, keep_checkpoints=1,
+                                align={"max_steps": max_steps, "epochs": 3}, vqa={"max_steps": 2})
+
+    # 5 train images, batch 2: 2 steps per epoch, so stopping after step 3 resumes mid-epoch.
+    whole = train(settings(5), "align", release, tmp_path / "whole", progress=False)
+    train(settings(3), "align", release, tmp_path / "split", progress=False)
+    resumed = train(settings(5), "align", release, tmp_path / "split", progress=False)
+    assert resumed["losses"] == whole["losses"] and len(whole["losses"]) == 5
+    a, b = (load_file(str(tmp_path / d / "final" / "model.safetensors")) for d in ("whole", "split"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # Phase 1 saved the vision side it trained, not the frozen LM.
+    assert any(".vision" in k for k in a) and any(k.startswith("fusion.") for k in a)
+    assert not any(k.startswith(("model.model.text_model.", "model.model.language_model.", "model.lm_head.")) for k in a)
+
+    vqa = train(settings(5), "vqa", release, tmp_path / "vqa", init=tmp_path / "whole" / "final", progress=False)
+    assert vqa["steps"] == 2 and all(math.isfinite(x) for x in vqa["losses"])
+    model = load_model(tmp_path / "vqa" / "final")
+    assert model.kind == "vlm" and {"vision", "lm", "fusion"} <= model.modified
+    final = load_file(str(tmp_path / "vqa" / "final" / "model.safetensors"))
+    assert set(a) <= set(final)  # phase 2 started from phase 1's components and keeps them
+    from loclens.evaluate.answer import iter_rows
+    from loclens.train.vlm import generate_answers_for_rows
+
+    rows = list(iter_rows(release, "vqa_rad", "test"))[:1]
+    answers = list(generate_answers_for_rows(model, rows))
+    assert [a["qid"] for a in answers] == [qa["qid"] for qa in rows[0]["qa"]]
+    assert all(isinstance(a["prediction"], str) for a in answers)
 
 
 def test_cli_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
@@ -121,7 +145,7 @@ def test_workflow_train_target_runs_align_then_vqa(train_release, tiny_vit):
     cfg.write_text(yaml.safe_dump(config))
     run = run_snakemake(train_release, "--configfile", str(cfg), "--cores", "2", "train")
     table = (run.stdout + run.stderr).split("Job stats:", 1)[1]
-    jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    jobs = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m[1] != "total"}
     assert jobs == {"train_align": 1, "train_vqa": 1, "train": 1}  # the release is not rebuilt
     out = train_release / "results" / "train"
     for phase in ("align", "vqa"):
@@ -130,3 +154,20 @@ def test_workflow_train_target_runs_align_then_vqa(train_release, tiny_vit):
     assert load_model(out / "vqa" / "final").settings["vision"]["path"] == str(tiny_vit)
     again = run_snakemake(train_release, "--configfile", str(cfg), "--cores", "2", "-n", "train")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_workflow_train_target_runs_the_lens_vlm(train_release, tiny_idefics3):
+    config = yaml.safe_load((train_release / "config.yaml").read_text())
+    config["results"] = "results_vlm"
+    config["train"] = {"model": "vlm", "vlm": {"model": str(tiny_idefics3)}, "release": str(train_release / "results" / "release"),
+                       "fusion_heads": 2, "batch_size": 2, "device": "cpu", "align": {"max_steps": 2}, "vqa": {"max_steps": 2}}
+    cfg = train_release / "config_train_vlm.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    run_snakemake(train_release, "--configfile", str(cfg), "--cores", "2", "train")
+    out = train_release / "results_vlm" / "train"
+    for phase in ("align", "vqa"):
+        with open(out / phase / "losses.csv") as fh:
+            assert len(list(csv.DictReader(fh))) == 2
+    model = load_model(out / "vqa" / "final")
+    assert model.kind == "vlm" and model.spec()["image_tokens"] == 4

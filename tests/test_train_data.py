@@ -42,11 +42,17 @@ def test_samples_match_the_release_read_back_with_datasets(release, release_dir)
     for i in range(len(align)):
         s = align[i]
         row = by_id[s["image_id"]]
-        assert s["text"] == row["body_region"]  # no expert masks in VQA-RAD: the body region
+        # No expert masks in VQA-RAD: the body region, then the answers of its open ORGAN questions.
+        region, _, organs = s["text"].partition(": ")
+        assert region == row["body_region"]
+        said = {qa["answer"].lower() for qa in row["qa"] if "ORGAN" in qa["question_type"] and qa["answer_type"] == "open"}
+        assert set(filter(None, organs.split(", "))) == said
         assert np.array_equal(s["images"][0], np.asarray(row["image"].convert("RGB")))
         present = [c for c in VIEW_COLUMNS if row[c] is not None]
         assert s["columns"][0] == "image" and set(s["columns"][1:]) <= set(present)
-        assert len(s["images"]) == 1 + min(2, len(present))
+        kinds = {c.rsplit("_", 1)[-1] for c in present}
+        assert len(s["images"]) == 1 + min(2, len(kinds))
+        assert len({c.rsplit("_", 1)[-1] for c in s["columns"][1:]}) == len(s["columns"]) - 1  # distinct kinds
         for col, img in zip(s["columns"][1:], s["images"][1:]):
             assert np.array_equal(img, np.asarray(row[col].convert("RGB")))
     vqa = ReleaseDataset(release, "vqa")
@@ -169,3 +175,29 @@ def test_config_view_choices_are_the_release_view_columns():
 
     assert tuple(schema()["properties"]["train"]["properties"]["views"]["items"]["enum"]) == VIEW_COLUMNS
     assert tuple(schema()["properties"]["train"]["properties"]["views"]["default"]) == VIEW_COLUMNS
+
+
+def test_views_are_two_distinct_kinds_then_a_source_among_those_present():
+    from loclens.train.samples import choose_views
+
+    row = {c: b"x" for c in VIEW_COLUMNS} | {"sam_multicolor": None}
+    drawn = [tuple(choose_views(row, f"k{i}", 0, 0, VIEW_COLUMNS, 2)) for i in range(200)]
+    kinds = [tuple(sorted(c.rsplit("_", 1)[-1] for c in d)) for d in drawn]
+    assert all(len(set(k)) == 2 for k in kinds)  # never two views of one kind
+    assert set(kinds) == {("multicolor", "unicolor"), ("masked", "unicolor"), ("masked", "multicolor")}
+    # The multicolor kind has one source left (medsam); unicolor has both, drawn about evenly.
+    assert all("sam_multicolor" not in d for d in drawn)
+    uni = [c for d in drawn for c in d if c.endswith("unicolor")]
+    assert 0.3 < uni.count("sam_unicolor") / len(uni) < 0.7
+    assert choose_views({"masked": b"x"}, "k", 0, 0, VIEW_COLUMNS, 2) == ["masked"]
+
+
+def test_phase1_text_takes_organ_words_from_organ_questions():
+    from loclens.train.samples import align_text
+
+    row = {"body_region": "head", "masks": [{"segmenter": "expert", "label": "Brain Edema"},
+                                            {"segmenter": "medsam", "label": "otsu-body-0"}],
+           "qa": [{"question_type": ["ORGAN"], "answer_type": "open", "answer": "The brain\tskull"},
+                  {"question_type": ["ORGAN"], "answer_type": "closed", "answer": "yes"},
+                  {"question_type": ["POS"], "answer_type": "open", "answer": "left"}]}
+    assert align_text(row) == "head: Brain Edema, brain, skull"

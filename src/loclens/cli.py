@@ -239,13 +239,14 @@ def cmd_train(args) -> int:
                "-m", "loclens.cli", *sys.argv[1:]]
         return subprocess.call(cmd)
     from .train import ReleaseError, train
+    from .train.vlm_source import ModelSourceError
 
     release = args.release or settings["release"]
     if not release:
         raise SystemExit("loclens train: --release (or train.release in the config) is required")
     try:
         result = train(settings, args.phase, release, args.out, init=args.init)
-    except ReleaseError as exc:
+    except (ReleaseError, ModelSourceError) as exc:
         print(f"loclens train: error: {exc}", file=sys.stderr)
         return 2
     if result["rank"] == 0:

@@ -3,8 +3,9 @@
 - ``Ranker`` (contrastive ``LensAligner``): score(image, question, answer) is the cosine of the
   image embedding (original image only) and the text embedding of the question-answer pair,
   written exactly as phase 2 trained it (``train.samples.qa_text``).
-- ``Generator`` (``GenerativeAdapter``): greedy decoding from the original image and the
-  question, in the chat format phase 2 trained; the text is normalised by the metrics.
+- ``Generator`` (``VLMLens``, ``train.model: vlm``): greedy decoding from the original image and
+  the question, in the chat format phase 2 trained (``VLMLens.answer``); the text is normalised
+  by the metrics.
 """
 
 from __future__ import annotations
@@ -43,23 +44,13 @@ class Ranker:
 class Generator:
     method = "generate"
 
-    def __init__(self, adapter, max_new_tokens: int = MAX_NEW_TOKENS):
-        self.adapter = adapter
+    def __init__(self, model, max_new_tokens: int = MAX_NEW_TOKENS):
+        self.model = model
         self.max_new_tokens = max_new_tokens
 
-    @torch.no_grad()
     def generate(self, image: Image.Image, questions: Sequence[str]) -> list[str]:
-        processor, model = self.adapter.processor, self.adapter.model
-        device = model.lm_head.weight.device
-        answers = []
-        for question in questions:
-            prompt = processor.apply_chat_template(self.adapter._messages(1, question, None), add_generation_prompt=True)
-            inputs = processor(text=[prompt], images=[[image]], return_tensors="pt").to(device)
-            inputs.pop("token_type_ids", None)  # BERT-style tokenizers return them; the LM takes none
-            out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-            new = out[0, inputs["input_ids"].shape[1] :]
-            answers.append(processor.decode(new, skip_special_tokens=True).strip())
-        return answers
+        """Greedy answers from the original image alone, through the lens model's vision path."""
+        return self.model.answer(np.asarray(image), questions, self.max_new_tokens)
 
 
 def load_answerer(checkpoint, device: str = "auto"):
@@ -69,6 +60,6 @@ def load_answerer(checkpoint, device: str = "auto"):
     model = load_model(checkpoint, device=resolve_device(device))
     if model.kind == "contrastive":
         return Ranker(model)
-    if model.kind == "generative":
+    if model.kind == "vlm":
         return Generator(model)
     raise ValueError(f"{checkpoint}: model kind {model.kind!r} has no answering method")

@@ -11,8 +11,10 @@ The public API (stable; evaluation and benchmarks build on it):
 - ``ReleaseStream(...)``: the iterable, (rank, worker)-sharded batches training uses.
 - ``train(settings, phase, release, out_dir, init=None) -> dict``: one phase; writes
   ``out_dir/final/`` (model), ``checkpoints/``, ``losses.csv``, ``losses.png``.
-- ``build_model(settings)``, ``load_model(folder, device="cpu")``: a ``LensAligner`` (contrastive)
-  or ``GenerativeAdapter``. ``LensAligner.embed_images(list of HxWx3 uint8)`` and
+- ``build_model(settings)``, ``load_model(folder, device="cpu")``: a ``VLMLens`` (``model: vlm``,
+  the paper's method in a Hugging Face VLM; ``answer(image, questions)`` generates from the
+  original image, ``vlm.generate_answers_for_rows(model, rows)`` over release rows) or a
+  ``LensAligner`` (``model: contrastive``, the offline quick model). ``LensAligner.embed_images(list of HxWx3 uint8)`` and
   ``encode_text(list of str)`` give L2-normalised embeddings (original image only, as at inference).
 - ``qa_text(qa)`` / ``align_text(row)``: the exact texts phase 2 / phase 1 train on (rank candidate
   answers with ``qa_text({"question": q, "answer": a})``).

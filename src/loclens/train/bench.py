@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .data import ReleaseStream
-from .loop import _autocast, build_model, setup_distributed
+from .loop import _autocast, build_model, make_optimizer, setup_distributed
 from .reader import open_release
 
 
@@ -59,15 +59,15 @@ def reader_throughput(release, n: int, settings: dict, phase: str = "align", mod
 def train_step_throughput(release, n_steps: int, settings: dict, phase: str = "align", model=None) -> dict:
     """Samples/s of training steps alone (forward, backward, AdamW step), after one warm-up step."""
     env = setup_distributed(settings["device"])
-    model = (model if model is not None else build_model(settings)).to(env.device).train()
+    model = (model if model is not None else build_model(settings)).to(env.device)
     phase_cfg = settings[phase]
     size = settings["batch_size"]
     # Full batches only (an epoch's last batch can be short), so every timed step is comparable.
     batches = [b for b in _batches(settings, release, phase, model, 4 * (n_steps + 1) * size) if len(b["keys"]) == size]
     if len(batches) < n_steps + 1:
         raise ValueError(f"{release}: fewer than {n_steps + 1} full batches of {size} samples")
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings["lr"],
-                                  weight_decay=settings["weight_decay"])
+    optimizer = make_optimizer(model, settings, phase)
+    model.train()  # after the phase said what trains: frozen parts stay in eval mode
 
     def step(batch):
         with _autocast(env.device):
@@ -88,4 +88,5 @@ def train_step_throughput(release, n_steps: int, settings: dict, phase: str = "a
     seconds = time.perf_counter() - t0
     return {"what": "train_step", "phase": phase, "samples": count, "seconds": seconds, "samples_per_s": count / seconds,
             "device": str(env.device), "batch_size": settings["batch_size"],
-            "vision": settings["vision"]["backend"], "pixel_shuffle": settings["connector"]["pixel_shuffle"]}
+            "vision": settings["vlm"]["model"] if settings["model"] == "vlm" else settings["vision"]["backend"],
+            "pixel_shuffle": settings["connector"]["pixel_shuffle"]}

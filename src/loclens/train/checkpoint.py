@@ -2,7 +2,8 @@
 
 A checkpoint folder holds:
 - ``model.safetensors``: the trainable weights (frozen towers are rebuilt from the source named
-  in ``config.json``, with its sha256, so checkpoints stay small);
+  in ``config.json``, with its sha256, so checkpoints stay small; a lens VLM stores the components
+  that differ from its source model, LoRA'd ones as their adapters);
 - ``config.json``: the training settings and the towers' specs (what rebuilds the model);
 - ``optimizer.safetensors``: AdamW's state tensors, its param groups in the metadata;
 - ``rng.safetensors`` and ``trainer_state.json``: RNG states, step, epoch and position in the
@@ -56,6 +57,9 @@ def load_weights(folder: str | Path, model) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no model weights (not a loclens checkpoint folder)")
     state = load_file(str(path))
+    if hasattr(model, "load_trained"):  # lens VLMs store the components that differ from the source model
+        model.load_trained(state, str(path))
+        return
     expected = set(model.trainable_state())
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

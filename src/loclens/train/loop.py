@@ -65,13 +65,23 @@ def setup_distributed(device: str) -> Dist:
 def build_model(settings: dict):
     """The model named by ``settings['model']``, initialised from the seed alone."""
     torch.manual_seed(seeded_int(settings["seed"], "init") % (2**63))
-    if settings["model"] == "generative":
-        from .generative import GenerativeAdapter
+    if settings["model"] == "vlm":
+        from .vlm import VLMLens
 
-        return GenerativeAdapter(settings)
+        return VLMLens(settings)
     from .model import LensAligner
 
     return LensAligner(settings)
+
+
+def make_optimizer(model, settings: dict, phase: str) -> torch.optim.AdamW:
+    """AdamW over what the phase trains. A lens VLM trains the components ``train.<phase>.trainable``
+    names, one parameter group each with its learning rate from ``train.vlm.lr`` (null = ``lr``)."""
+    lr, wd = settings["lr"], settings["weight_decay"]
+    if hasattr(model, "configure_phase"):
+        model.configure_phase(settings[phase]["trainable"])
+        return torch.optim.AdamW(model.param_groups(lr, wd, settings["vlm"]["lr"]), lr=lr, weight_decay=wd)
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=wd)
 
 
 #: Settings that may change between an interrupted run and its resumption (they do not change
@@ -163,6 +173,7 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
     if init is not None:
         ckpt.load_weights(init, model)
     model.to(env.device)
+    optimizer = make_optimizer(model, settings, phase)
     stream = ReleaseStream(
         open_release(release, settings["split"], settings["datasets"]), phase, settings["batch_size"],
         model.collate, seed=settings["seed"], views=settings["views"], views_per_sample=settings["views_per_sample"],
@@ -178,8 +189,6 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
     total = steps_per_epoch * phase_cfg["epochs"]
     if phase_cfg["max_steps"]:
         total = min(total, phase_cfg["max_steps"])
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings["lr"], weight_decay=settings["weight_decay"])
 
     identity = run_identity(settings, phase, release, init, env.world_size)
     state = {"step": 0, "epoch": 0, "batch": 0, "identity": identity}

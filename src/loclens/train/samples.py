@@ -4,7 +4,8 @@ Phase ``align`` (1): one sample per image, text = its body region plus the organ
 expert masks (the labels of segmenter masks are prompt names such as ``otsu-body-0``, not organs).
 Phase ``vqa`` (2): one sample per question, text = question and answer.
 
-Lens views are drawn from those present in the row (non-null), with a random generator keyed on
+Lens views are drawn as the paper does (two of the three kinds unicolor / multicolor / masked, then
+a source among those present in the row), with a random generator keyed on
 ``(seed, epoch, sample key)`` only: the same sample gets the same views whatever the sharding,
 rank, worker or order.
 """
@@ -23,6 +24,8 @@ PHASES = ("align", "vqa")
 TEXT_COLUMNS = ["image_id", "dataset", "modality", "body_region", "masks.list.element.segmenter", "masks.list.element.label", "qa"]
 #: Masks from this segmenter carry organ names as labels.
 ORGAN_LABEL_SEGMENTER = "expert"
+#: QA of this question type answer with organ words (VQA-RAD).
+ORGAN_QUESTION_TYPE = "ORGAN"
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,26 @@ def unit_refs(release: Release, phase: str) -> list[list[SampleRef]]:
     return refs
 
 
+def qa_organ_words(row: dict) -> set[str]:
+    """Organ words an image's own QA state: answers of open questions typed ``ORGAN`` (VQA-RAD's
+    question_type, e.g. "What organ is shown?" -> "brain")."""
+    words = set()
+    for qa in row.get("qa") or []:
+        types = {str(t).strip().upper() for t in qa.get("question_type") or []}
+        if ORGAN_QUESTION_TYPE in types and qa.get("answer_type") == "open" and qa.get("answer"):
+            for part in str(qa["answer"]).lower().replace("\t", ",").split(","):
+                part = part.strip().removeprefix("the ").strip()
+                if part:
+                    words.add(part)
+    return words
+
+
 def align_text(row: dict) -> str:
-    """Organ / body-region text of an image for phase 1, e.g. ``abdomen: liver, spleen``."""
+    """Organ / body-region text of an image for phase 1, e.g. ``abdomen: liver, spleen``: its body
+    region, the organ names of its expert masks (SLAKE) and the organ words of its QA (VQA-RAD)."""
     organs = sorted(
         {m["label"] for m in row.get("masks") or [] if m.get("segmenter") == ORGAN_LABEL_SEGMENTER and m.get("label")}
+        | qa_organ_words(row)
     )
     region = row.get("body_region") or row.get("modality") or "medical image"
     return f"{region}: {', '.join(organs)}" if organs else region
@@ -69,11 +88,22 @@ def sample_key(row: dict, ref: SampleRef) -> str:
     return row["image_id"] if ref.qa < 0 else f"{row['image_id']}/{row['qa'][ref.qa]['qid']}"
 
 
+def view_kind(column: str) -> str:
+    """A lens view column's kind: ``unicolor``, ``multicolor`` or ``masked``."""
+    return column.rsplit("_", 1)[-1]
+
+
 def choose_views(row: dict, key: str, seed: int, epoch: int, allowed: tuple[str, ...], k: int) -> list[str]:
-    """``k`` lens view columns present in ``row`` (fewer if fewer exist), drawn per (seed, epoch, key)."""
-    available = [c for c in VIEW_COLUMNS if c in allowed and row.get(c) is not None]
+    """``k`` lens views of ``row`` as the paper draws them: ``k`` distinct kinds among those the
+    row has (fewer if fewer exist), then for each kind one source among those present; drawn per
+    (seed, epoch, key)."""
+    by_kind: dict[str, list[str]] = {}
+    for c in VIEW_COLUMNS:
+        if c in allowed and row.get(c) is not None:
+            by_kind.setdefault(view_kind(c), []).append(c)
     rng = random.Random(seeded_int(seed, epoch, key, "views"))
-    return rng.sample(available, min(k, len(available)))
+    kinds = rng.sample(sorted(by_kind), min(k, len(by_kind)))
+    return [rng.choice(by_kind[kind]) for kind in kinds]
 
 
 def make_sample(row: dict, ref: SampleRef, seed: int, epoch: int, allowed: tuple[str, ...], k: int, where: str) -> dict:
