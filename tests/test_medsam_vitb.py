@@ -1,5 +1,5 @@
 """MedSAM ViT-B backend: parity with MedSAM's own inference script on real VQA-RAD images
-(fixture in tests/fixtures/medsam_vitb_parity/), and on a small random vit_b-style network
+(fixture in tests/data/parity/medsam_vitb/), and on a small random vit_b-style network
 MedSAM's preprocessing, box scaling, batched decoding, and boxes from SAM masks as prompts."""
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def test_missing_medsam_weights_say_where_to_get_them(tmp_path):
 
 # --- parity with MedSAM_Inference.py on real images ------------------------------------------
 
-FIXTURE = Path(__file__).parent / "fixtures" / "medsam_vitb_parity"
+FIXTURE = Path(__file__).parent / "data" / "parity" / "medsam_vitb"
 
 
 def _driver():
@@ -132,9 +132,9 @@ def _driver():
 
 @pytest.fixture(scope="module")
 def parity():
-    """The reference's recorded inputs and masks. Made by (see tests/fixtures/medsam_vitb_parity/README.md):
+    """The reference's recorded inputs and masks. Made by (see tests/data/parity/medsam_vitb/README.md):
 
-        python tests/fixtures/medsam_vitb_parity/make_fixture.py make \\
+        python tests/data/parity/medsam_vitb/make_fixture.py make \\
             --reference /work/shared/reference/medsam/MedSAM_Inference.py \\
             --images "/work/shared/datasets/vqa_rad/VQA_RAD Image Folder" --workdir /tmp/ref-vitb
     """
