@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import shlex
+import shutil
 
 import pytest
 import yaml
+from conftest import REPO, run_snakemake
 from snakemake.utils import update_config
 
-from conftest import REPO, run_snakemake
 from loclens.config import validate
 from loclens.evaluate.grid import PAPER_TABLE3, baseline_cell, grid_cells, main_cell
 
@@ -80,7 +80,7 @@ def test_the_500m_preset_trains_on_the_release_the_data_preset_builds():
 
 def _jobs(output: str) -> dict[str, int]:
     table = output.split("Job stats:", 1)[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m.group(1) != "total"}
 
 
 def _train_settings(output: str, phase: str) -> list[dict]:
