@@ -10,7 +10,12 @@ import pytest
 pytest.importorskip("loclens.train", reason="needs the training stage (issue 6)")
 import torch
 
-from loclens.evaluate.answer import PREDICTION_SCHEMA, candidate_answers, iter_rows, read_predictions
+from loclens.evaluate.answer import (
+    PREDICTION_SCHEMA,
+    candidate_answers,
+    iter_rows,
+    read_predictions,
+)
 from loclens.evaluate.answerers import Generator, Ranker, load_answerer
 from loclens.evaluate.run import evaluate_model
 from loclens.train import default_settings, train
