@@ -10,7 +10,12 @@ import pytest
 pytest.importorskip("loclens.train", reason="needs the training stage (issue 6)")
 import torch
 
-from loclens.evaluate.answer import PREDICTION_SCHEMA, candidate_answers, iter_rows, read_predictions
+from loclens.evaluate.answer import (
+    PREDICTION_SCHEMA,
+    candidate_answers,
+    iter_rows,
+    read_predictions,
+)
 from loclens.evaluate.answerers import Generator, Ranker, load_answerer
 from loclens.evaluate.run import evaluate_model
 from loclens.train import default_settings, train
@@ -61,12 +66,13 @@ def test_ranker_scores_are_the_models_cosines_on_the_original_image(release, tin
 
 
 def test_lens_vlm_generates_free_text_that_is_scored(release, tiny_idefics3, tmp_path):
-    settings = default_settings(model="vlm", device="cpu", vlm={"model": str(tiny_idefics3)}, fusion_heads=2,
-                                batch_size=2, vqa={"max_steps": 1})
+    settings = default_settings(model="vlm", device="cpu", vlm={"model": str(tiny_idefics3), "max_new_tokens": 4},
+                                fusion_heads=2, batch_size=2, vqa={"max_steps": 1})
     train(settings, "vqa", release, tmp_path / "gen", progress=False)
     answerer = load_answerer(tmp_path / "gen" / "final", device="cpu")
     assert isinstance(answerer, Generator)
-    answerer.max_new_tokens = 4
+    # Answers are as long as the trained model's train.vlm.max_new_tokens allows.
+    assert answerer.max_new_tokens is None and answerer.model.max_new_tokens == 4
     result = evaluate_model(release, ["vqa_rad"], {**SETTINGS, "predictions_format": "jsonl"}, answerer,
                             tmp_path / "eval", {"cell": None, "seed": 0})
     preds = read_predictions(tmp_path / "eval" / "predictions" / "vqa_rad.jsonl")

@@ -4,13 +4,15 @@ two seeds, a few training steps per phase, answering on original images, Tables 
 CSV, JSON) and the gain plot. The default grid (the paper's eight Table 3 rows, three seeds) is
 left to the unit tests: here the config narrows it to keep the run short.
 
-``MODEL`` picks the model the cells train (the `train.model` switch): ``contrastive`` (the CPU
-model, ranking answers) or ``generative`` (a tiny Idefics3, generating answers)."""
+``MODEL`` (environment ``LOCLENS_TEST_EVAL_MODEL``) picks the `train.model` the cells train:
+``vlm`` (the default: the paper's method in a tiny randomly initialised Idefics3, the lens fused
+in its vision path, answers generated) or ``contrastive`` (the CPU model, ranking answers)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 
@@ -18,11 +20,11 @@ import pytest
 
 pytest.importorskip("loclens.train", reason="needs the training stage (issue 6)")
 import yaml
+from conftest import REPO, run_snakemake
 
 from loclens.evaluate.analysis import score_predictions
 from loclens.evaluate.answer import candidate_answers, iter_rows, read_predictions
 from loclens.evaluate.metrics import normalize_answer
-from conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +32,7 @@ pytestmark = pytest.mark.slow
 CELLS = ("lens-none/p1-infonce/shuffle-off", "lens-medsam/p1-dcl/shuffle-on")
 MAIN, BASELINE = CELLS[1], CELLS[0]
 SEEDS = (0, 1)
-MODEL = os.environ.get("LOCLENS_TEST_EVAL_MODEL", "contrastive")
+MODEL = os.environ.get("LOCLENS_TEST_EVAL_MODEL", "vlm")
 # Each rule gets one thread so two runs train side by side on two cores.
 ONE_THREAD = ["--set-threads", *(f"{r}=1" for r in ("experiment_align", "experiment_vqa", "experiment_evaluate"))]
 
@@ -39,9 +41,11 @@ def _model_settings(models: dict) -> dict:
     """The train: settings of the model under test (tiny, random, from a local folder)."""
     if MODEL == "contrastive":
         return {"model": "contrastive", "embed_dim": 32, "vision": {"backend": "hf", "path": str(models["tiny_vit"]), "freeze": True}}
-    if MODEL == "generative":
-        return {"model": "generative", "generative": {"path": str(models["tiny_idefics3"])}}
-    raise ValueError(f"LOCLENS_TEST_EVAL_MODEL={MODEL!r}: choose contrastive or generative")
+    if MODEL == "vlm":
+        # fusion_heads must divide the tiny vision width (32); a few new tokens keep generation short.
+        return {"model": "vlm", "fusion_heads": 2, "embed_dim": 32,
+                "vlm": {"model": str(models["tiny_idefics3"]), "max_new_tokens": 4}}
+    raise ValueError(f"LOCLENS_TEST_EVAL_MODEL={MODEL!r}: choose vlm or contrastive")
 
 
 def _config(release, models, vqa_rad_root, seeds=SEEDS) -> dict:
@@ -65,13 +69,13 @@ def _config(release, models, vqa_rad_root, seeds=SEEDS) -> dict:
 @pytest.fixture(scope="module")
 def models(request) -> dict:
     """The tiny model folder of MODEL (built only for the model under test)."""
-    name = {"contrastive": "tiny_vit", "generative": "tiny_idefics3"}[MODEL]
+    name = {"contrastive": "tiny_vit", "vlm": "tiny_idefics3"}[MODEL]
     return {name: request.getfixturevalue(name)}
 
 
 def _jobs(output: str) -> dict[str, int]:
     table = output.split("Job stats:", 1)[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m.group(1) != "total"}
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +101,9 @@ def test_every_cell_and_seed_answers_every_test_question_among_training_answers(
             for p in preds:
                 qa = test_qa[p["qid"]]
                 assert (p["answer"], p["answer_type"]) == (qa["answer"], qa["answer_type"])
-                if MODEL == "generative":
+                if MODEL == "vlm":
                     assert p["method"] == "generate" and isinstance(p["prediction"], str)
+                    assert p["score"] is None and p["top_k"] == [] and p["in_candidates"] is None
                     continue
                 # Ranked among the training answers of the question's own answer type.
                 assert p["prediction"] in candidates[p["answer_type"]] and p["method"] == "rank"
@@ -160,3 +165,26 @@ def test_adding_a_seed_adds_only_that_seeds_jobs(evaluation, models, vqa_rad_roo
     dry = run_snakemake(workdir, "--configfile", str(more), "--cores", "2", "-n", "evaluation")
     jobs = _jobs(dry.stdout + dry.stderr)
     assert jobs == {"experiment_align": 2, "experiment_vqa": 2, "experiment_evaluate": 2, "tables": 1, "evaluation": 1}, jobs
+
+
+def test_each_cell_trains_the_model_its_grid_factors_say(evaluation):
+    """Every run's phases carry the cell's factors: lens views (none for the baseline), the
+    phase-1 loss, and for the lens VLM the image-token count of its pixel shuffle (r = 2 on the
+    tiny 8x8 patch grid: 16 tokens on, 64 off), the same in both phases."""
+    workdir, _, _ = evaluation
+    expected = {BASELINE: ([], "infonce", False), MAIN: (["medsam_unicolor", "medsam_multicolor"], "dcl", True)}
+    for cell, (views, loss, shuffle) in expected.items():
+        for seed in SEEDS:
+            run = workdir / "results" / "experiments" / cell / f"seed-{seed}"
+            saved = {p: json.loads((run / p / "final" / "config.json").read_text()) for p in ("align", "vqa")}
+            for phase, cfg in saved.items():
+                s = cfg["settings"]
+                assert (s["model"], s["seed"], s["views"], s["connector"]["pixel_shuffle"]) == (MODEL, seed, views, shuffle)
+                rows = list(csv.DictReader((run / phase / "losses.csv").read_text().splitlines()))
+                # One step per batch up to max_steps (2); a loss that is a number.
+                assert 1 <= len(rows) <= 2 and [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))
+                assert all(math.isfinite(float(r["loss"])) for r in rows)
+                if MODEL == "vlm":
+                    assert cfg["model"]["kind"] == "vlm" and cfg["model"]["family"] == "Idefics3Family"
+                    assert cfg["model"]["image_tokens"] == (16 if shuffle else 64)
+            assert saved["align"]["settings"]["align"]["loss"] == loss

@@ -20,9 +20,6 @@ from ..segment import resolve_device
 
 #: Texts encoded per forward pass of the text tower while ranking.
 TEXT_BATCH = 256
-#: Tokens generated per answer (VQA answers are short; a cap keeps a random model bounded).
-MAX_NEW_TOKENS = 24
-
 
 class Ranker:
     method = "rank"
@@ -44,7 +41,8 @@ class Ranker:
 class Generator:
     method = "generate"
 
-    def __init__(self, model, max_new_tokens: int = MAX_NEW_TOKENS):
+    def __init__(self, model, max_new_tokens: int | None = None):
+        """``max_new_tokens`` None = the model's own ``train.vlm.max_new_tokens``."""
         self.model = model
         self.max_new_tokens = max_new_tokens
 
