@@ -123,6 +123,7 @@ def test_unsafe_members_refuse_the_whole_archive(tmp_path, member, problem):
     assert not (tmp_path / "out" / "good.txt").exists() and not (tmp_path / "evil").exists()
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_snakemake_download_target_offline_fails_with_instructions_and_all_never_downloads(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"] = {"slake": {}}

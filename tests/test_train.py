@@ -30,6 +30,7 @@ def mean(xs):
     return sum(xs) / len(xs)
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_both_phases_lower_their_loss(release, tiny_vit, tmp_path):
     # Phase 1: 5 train images, batch 4 -> one step per epoch, so 10 epochs overfit a tiny batch
     # (4 of the 5 images, with two freshly drawn lens views every epoch).
@@ -61,6 +62,7 @@ def test_both_phases_lower_their_loss(release, tiny_vit, tmp_path):
     assert model.encode_text(["question: is this the liver? answer: yes"]).shape == (1, 256)
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tmp_path):
     # Phase 2 has 8 steps per epoch: stopping at step 3 resumes in the middle of an epoch.
     def settings(max_steps, **kw):
@@ -82,6 +84,7 @@ def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tm
     assert any(p.name.startswith("checkpoints-stale-") for p in (tmp_path / "split").iterdir())
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_generative_adapter_lowers_lm_plus_contrastive_loss(release, tiny_idefics3, tmp_path):
     settings = default_settings(model="generative", generative={"path": str(tiny_idefics3)}, device="cpu", lr=3e-3,
                                 align={"epochs": 6})
