@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-pytest.importorskip("loclens.train", reason="needs the training stage (issue 6)")
 import yaml
 
 from loclens.evaluate.analysis import score_predictions
