@@ -1,8 +1,11 @@
-"""The CI rule that no test may skip (tests/strict_skips.py), run on a throwaway test file."""
+"""The suite's own rules: under CI no test may skip (tests/strict_skips.py, run here on a throwaway
+test file), and only slow tests run Snakemake (conftest.run_snakemake)."""
 
 from __future__ import annotations
 
 import pytest
+
+from conftest import run_snakemake
 
 SUITE = """
 import pytest
@@ -46,3 +49,8 @@ def test_outside_ci_a_skip_is_reported_not_failed(suite, monkeypatch):
     result = suite.runpytest_inprocess("-p", "strict_skips")
     result.assert_outcomes(passed=1, skipped=1, xfailed=1)
     assert result.ret == pytest.ExitCode.OK
+
+
+def test_the_fast_tier_never_runs_snakemake(tmp_path):
+    with pytest.raises(AssertionError, match="run_snakemake in a test not marked slow"):
+        run_snakemake(tmp_path, "--version")
