@@ -25,9 +25,17 @@ OUT = Path(__file__).resolve().parent / "vqa_rad"
 #: folder shows the vendored images are its files, unmodified.
 SUMS = Path(__file__).resolve().parent / "vqa_rad.sha256"
 
-#: The chosen images, each with why: every region at several sizes, and every quirk of the release
-#: the reader must handle (tests/test_vqa_rad_reader.py checks each on this subset).
+#: The chosen images, each with why: every region at several sizes, every quirk of the release the
+#: reader must handle (tests/test_vqa_rad_reader.py checks each on this subset), and the release's
+#: first five images by image_id, so a quick build (limit_images <= 5, as the workflow tests run)
+#: takes the same images from the subset as from the full release.
 IMAGES = {
+    # the first five by image_id (content hash) in the full release
+    "synpic21604.jpg": "ABD 512x512; both records without a question_rephrase key",
+    "synpic26158.jpg": "ABD 800x713, train records only",
+    "synpic56344.jpg": "HEAD 555x753",
+    "synpic31248.jpg": "CHEST 1024x850, train records only",
+    "synpic47737.jpg": "HEAD 296x336",
     # HEAD
     "synpic54610.jpg": "566x555; its first record has qid \"0\" as a string",
     "synpic35191.jpg": "960x720; both answer_type \"CLOSED \" (trailing space) records",
@@ -44,7 +52,6 @@ IMAGES = {
     "synpic25587.jpg": "1024x842; comma-joined multi-label question_type, test records",
     "synpic44865.jpg": "1024x1500, the tallest image in the release",
     # ABD
-    "synpic21604.jpg": "512x512; both records without a question_rephrase key",
     "synpic22791.jpg": "512x512; an answer that is a JSON integer",
     "synpic28569.jpg": "512x512; an answer that is a JSON integer",
     "synpic45162.jpg": "512x512; an answer that is a JSON integer",
