@@ -1,4 +1,5 @@
-"""Shared fixtures. Real data is read from ../shared (beside the checkout), never copied."""
+"""Shared fixtures. Real data comes from tests/data/ (a small CC0 VQA-RAD subset, see its README), so
+the suite needs nothing beside the checkout."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+#: strict_skips: under CI=true a skipped test fails the run; pytester: tests of that plugin.
+pytest_plugins = ["strict_skips", "pytester"]
+
 REPO = Path(__file__).resolve().parents[1]
-VQA_RAD = REPO.parent / "shared" / "datasets" / "vqa_rad"
+VQA_RAD = REPO / "tests" / "data" / "vqa_rad"
 BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session")
 def vqa_rad_root() -> Path:
+    """The vendored VQA-RAD subset (real release files, every reader quirk; tests/data/README.md)."""
     if not (VQA_RAD / "VQA_RAD Dataset Public.json").exists():
-        pytest.skip(f"real VQA-RAD release not found at {VQA_RAD}")
+        pytest.fail(f"VQA-RAD test subset not found at {VQA_RAD}; make it with "
+                    "python tests/data/make_vqa_rad_subset.py --source PATH/TO/VQA-RAD", pytrace=False)
     return VQA_RAD
 
 
@@ -33,6 +39,15 @@ def litemedsam():
     return LiteMedSAM(device="cpu")
 
 
+#: Whether the running test is marked slow (set before its fixtures, which may run Snakemake).
+_RUNNING = {"slow": False}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _RUNNING["slow"] = item.get_closest_marker("slow") is not None
+
+
 #: Segment jobs on one thread each: on a 2-core machine two jobs then run side by side, so one
 #: job's model loading overlaps the other's inference (the workflow's default gives a segment
 #: job every core, which serialises them).
@@ -40,7 +55,10 @@ SEGMENT_ONE_THREAD = ("--set-threads", "segment=1")
 
 
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real workflow (this repo's Snakefile) with ``workdir`` as working directory."""
+    """Run the real workflow (this repo's Snakefile) with ``workdir`` as working directory.
+    Only tests marked slow may: the fast tier (``-m "not slow"``) never starts Snakemake."""
+    if not _RUNNING["slow"]:
+        raise AssertionError("run_snakemake in a test not marked slow: mark it (or its module) @pytest.mark.slow")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -48,10 +66,6 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
         logs = "\n".join(p.read_text()[-3000:] for p in sorted((workdir / "results" / "logs").rglob("*.log"))) if (workdir / "results" / "logs").exists() else ""
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
     return proc
-
-
-def copy_tree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst)
 
 
 #: A SAM architecture small enough for CPU tests (segment.sam.arch / segment.medsam.arch).

@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, run_snakemake
+from loclens import cli, download
 from loclens.archive import ArchiveError, safe_extract
 from loclens.download import RECORD, VQA_RAD_IMAGES, VQA_RAD_JSON, read_origin
+from loclens.provenance import sha256_file
 from loclens.sources import read_source
 from slake_tree import build_slake_tree
 
@@ -86,16 +88,21 @@ def _osf_zip(path: Path, vqa_rad_root: Path, json_bytes: bytes | None = None) ->
         zf.writestr("osfstorage-archive/Readme.txt", "VQA-RAD")
 
 
-def test_vqa_rad_zip_from_a_url_is_unpacked_and_checked(tmp_path, vqa_rad_root):
+def test_vqa_rad_zip_from_a_url_is_unpacked_and_checked(tmp_path, vqa_rad_root, monkeypatch, capsys):
     archive = tmp_path / "mirror.zip"
     _osf_zip(archive, vqa_rad_root)
     dest = tmp_path / "vqa_rad"
-    proc = _loclens("download", "vqa_rad", "--out", str(dest), "--url", archive.as_uri())
-    assert proc.returncode == 0, proc.stderr
+    # The test data holds a subset of the published JSON: the command checks against its digest
+    # instead (a wrong digest is refused, below and in the next test).
+    monkeypatch.setattr(download, "VQA_RAD_JSON_SHA256", sha256_file(vqa_rad_root / VQA_RAD_JSON))
+    assert cli.main(["download", "vqa_rad", "--out", str(dest), "--url", archive.as_uri()]) == 0, capsys.readouterr().err
     assert (dest / VQA_RAD_JSON).read_bytes() == (vqa_rad_root / VQA_RAD_JSON).read_bytes()
     assert len(list((dest / VQA_RAD_IMAGES).iterdir())) == 2 and not (dest / ".osf-unpacked").exists()
     record = json.loads((dest / RECORD).read_text())
     assert record["origin"] == "osf" and record["url"] == archive.as_uri() and "vqa_rad_osf.zip" in record["files"]
+    monkeypatch.setattr(download, "VQA_RAD_JSON_SHA256", "0" * 64)
+    assert cli.main(["download", "vqa_rad", "--out", str(dest)]) == 2
+    assert f"sha256 {sha256_file(dest / VQA_RAD_JSON)} is not the published file's {'0' * 64}" in capsys.readouterr().err
 
 
 def test_vqa_rad_zip_placed_by_hand_with_wrong_json_is_refused(tmp_path, vqa_rad_root):
@@ -123,6 +130,7 @@ def test_unsafe_members_refuse_the_whole_archive(tmp_path, member, problem):
     assert not (tmp_path / "out" / "good.txt").exists() and not (tmp_path / "evil").exists()
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_snakemake_download_and_default_targets_offline_stop_before_any_job_saying_what_to_get(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"] = {"slake": {}}

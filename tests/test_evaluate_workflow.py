@@ -18,7 +18,6 @@ import re
 
 import pytest
 
-pytest.importorskip("loclens.train", reason="needs the training stage (issue 6)")
 import yaml
 from conftest import REPO, run_snakemake
 

@@ -25,6 +25,7 @@ def test_gallery_pictures_show_every_image_and_view(small_release, tmp_path):
                  "--images-per-split", "2"]) == 0
     manifest = json.loads((small_release.release / "manifest.json").read_text())
     splits = manifest["datasets"]["sample"]["splits"]
+    assert set(splits) == {"train", "test"}
     assert sorted(p.name for p in (out / "samples").iterdir()) == sorted(f"{s}.png" for s in splits)
     for split, s in splits.items():
         img = Image.open(out / "samples" / f"{split}.png")

@@ -66,11 +66,21 @@ def test_waiting_for_a_slot_times_out_with_a_clear_error(tmp_path, monkeypatch):
     assert time.monotonic() - t0 < 5
 
 
-def test_auto_device_without_cuda_is_the_cpu():
+def test_auto_device_without_cuda_is_the_cpu(monkeypatch):
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU")
+    # Whatever this machine has: the test is about a machine without CUDA.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu"
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         resolve_device("cuda:1")
+
+
+def test_auto_device_with_one_gpu_is_that_gpu_without_a_lock(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCLENS_GPU_LOCK_DIR", str(tmp_path / "locks"))
+    assert resolve_device("auto") == "cuda:0"
+    assert not (tmp_path / "locks").exists(), "one visible GPU needs no slot"

@@ -101,6 +101,7 @@ def test_sam_boxes_prompt_medsam(medsam):
 
     masks, scores = medsam.decode(medsam.encode([image])[0], np.array([p.box for p in prompts], np.float32))
     entries = mask_entries(medsam, masks, scores, prompts)
+    assert len(entries) == len(prompts)
     for e in entries:
         assert e["prompt_source"] == "sam" and e["model"] == "MedSAM ViT-B"
         assert rle.decode(e["rle"]).shape == image.shape[:2]

@@ -93,6 +93,7 @@ def _train_settings(output: str, phase: str) -> list[dict]:
     return out
 
 
+@pytest.mark.slow  # runs Snakemake (a dry run)
 @pytest.mark.parametrize("files", [(DATA, TRAIN), (DATA, TRAIN, SMALL)], ids=["1.7b", "0.5b"])
 def test_the_evaluation_target_plans_the_papers_grid_with_the_preset(tmp_path, files):
     """`snakemake -n evaluation` in a checkout: 8 Table 3 cells x 3 seeds, each trained with the

@@ -195,6 +195,7 @@ def test_check_counts_file_urls_as_fetched_here(tmp_path):
 # --- the preset through Snakemake --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_preset_dry_run_plans_the_downloads_before_the_build(tmp_path):
     work = _checkout(tmp_path / "work")
     dry = run_snakemake(work, "--configfile", str(PRESET), "-n")
@@ -204,6 +205,7 @@ def test_preset_dry_run_plans_the_downloads_before_the_build(tmp_path):
     assert "results/paper/release/manifest.json" in text
 
 
+@pytest.mark.slow  # runs Snakemake
 def test_preset_offline_stops_before_any_job_naming_every_missing_file(tmp_path):
     work = _checkout(tmp_path / "work")
     proc = run_snakemake(work, "--configfile", str(PRESET), "--cores", "2", check=False)
@@ -310,6 +312,7 @@ def _my_yaml(work: Path, data: Path) -> Path:
     return my
 
 
+@pytest.mark.slow  # runs Snakemake (dry runs)
 @pytest.mark.parametrize(
     "args, sample_jobs",
     [

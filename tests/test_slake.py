@@ -36,6 +36,11 @@ def trees(tmp_path_factory):
     return build_slake_tree(base / "original", "original"), build_slake_tree(base / "hf", "hf"), base
 
 
+def _img_id(image) -> int:
+    """SLAKE's img_id of a read image (its folder is imgs/xmlab<img_id>)."""
+    return int(Path(image.source_file).parent.name[len("xmlab"):])
+
+
 def _comparable(result):
     images = [{k: v for k, v in asdict(i).items() if k != "path"} for i in result.images]
     return images, [r.to_dict() for r in result.rejects], result.input_records
@@ -88,14 +93,15 @@ def test_expert_masks_and_boxes_match_the_files(trees):
     original, _, _ = trees
     result = read_source("slake", original, dataset="slake")
     maps = expert_label_maps()
-    for image in result.images:
-        img_id = int(Path(image.source_file).parent.name[len("xmlab"):])
+    by_id = {_img_id(i): i for i in result.images}
+    assert sorted(by_id) == sorted(IMAGES) and set(maps) < set(IMAGES), "every image checked, both kinds present"
+    for img_id, image in sorted(by_id.items()):
         if img_id not in maps:
             assert image.expert_masks == [] and image.expert_boxes == []  # empty detection.json, no mask.png
             continue
         ids = maps[img_id]
         labels = [CLASS_NAMES[c] for c in sorted(int(c) for c in np.unique(ids) if c)]
-        assert [m["label"] for m in image.expert_masks] == labels
+        assert labels and [m["label"] for m in image.expert_masks] == labels
         for entry in image.expert_masks:
             class_id = next(k for k, v in CLASS_NAMES.items() if v == entry["label"])
             assert np.array_equal(rle.decode(entry["rle"]), ids == class_id), "class id is read from channel 0"
@@ -238,9 +244,13 @@ def test_expert_boxes_are_the_first_prompt_source_with_their_own_cap(trees):
     original, _, _ = trees
     cfg = validate({"datasets": {"slake": {}}})["segment"]["medsam"]
     cfg["max_prompts"] = 2  # the global cap; expert boxes have their own (32)
-    for image in read_source("slake", original, dataset="slake").images:
+    images = read_source("slake", original, dataset="slake").images
+    annotated = {IMAGES[_img_id(i)][2] for i in images}
+    assert len(images) == len(IMAGES) and annotated == {True, False}, "both branches below are taken"
+    for image in images:
         pixels = load_rgb(read_bytes(image.path), image.path)
         prompts = prompts_for(pixels, cfg["prompts"], cfg, context=prompt_context(asdict(image)))
+        assert bool(image.expert_boxes) == IMAGES[_img_id(image)][2]
         if image.expert_boxes:
             assert len(image.expert_boxes) > 2
             assert [(p.source, p.label) for p in prompts] == [("expert", b["label"]) for b in image.expert_boxes]

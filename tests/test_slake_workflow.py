@@ -93,6 +93,7 @@ def _image(cell) -> np.ndarray:
 
 def test_expert_boxes_prompt_medsam_and_expert_masks_make_the_masked_view(release):
     rows = {Path(r["source_file"]).parent.name: r for r in _rows(release, "slake")}
+    assert set(rows) == {f"xmlab{i}" for i in IMAGES} and "xmlab641" in rows, "every image checked, both kinds"
     organs = set(CLASS_NAMES.values())
     for folder, row in rows.items():
         expert = [m for m in row["masks"] if m["segmenter"] == "expert"]

@@ -33,6 +33,7 @@ def mean(xs):
     return sum(xs) / len(xs)
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_both_phases_lower_their_loss(release, tiny_vit, tmp_path):
     # Phase 1: 5 train images, batch 4 -> one step per epoch, so 10 epochs overfit a tiny batch
     # (4 of the 5 images, with two freshly drawn lens views every epoch).
@@ -64,6 +65,7 @@ def test_both_phases_lower_their_loss(release, tiny_vit, tmp_path):
     assert model.encode_text(["question: is this the liver? answer: yes"]).shape == (1, 256)
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tmp_path):
     # Phase 2 has 8 steps per epoch: stopping at step 3 resumes in the middle of an epoch.
     def settings(max_steps, **kw):
@@ -85,6 +87,7 @@ def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tm
     assert any(p.name.startswith("checkpoints-stale-") for p in (tmp_path / "split").iterdir())
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 @pytest.mark.parametrize("family", ["idefics3", "llava"])
 def test_lens_vlm_runs_both_phases_on_a_release_and_resumes_exactly(family, release, tiny_idefics3, tiny_llava, tmp_path):
     folder = {"idefics3": tiny_idefics3, "llava": tiny_llava}[family]

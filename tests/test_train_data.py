@@ -32,6 +32,7 @@ def keys_only(samples):
     return {"keys": [s["key"] for s in samples], "columns": [s["columns"] for s in samples]}
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_samples_match_the_release_read_back_with_datasets(release, release_dir):
     files = sorted(str(p) for p in (release_dir / "vqa_rad").glob("train-*.parquet"))
     rows = datasets.load_dataset("parquet", data_files=files, split="train")
@@ -63,6 +64,7 @@ def test_samples_match_the_release_read_back_with_datasets(release, release_dir)
     assert (s["question"], s["answer"]) == (qa["question"], qa["answer"])
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_rows_without_lens_views_and_original_only_training(release):
     counts = Counter(len(ReleaseDataset(release, "align")[i]["images"]) for i in range(release.num_rows))
     assert counts[3] >= 1 and counts[1] >= 1  # one image has no masks, hence no lens views
@@ -73,6 +75,7 @@ def test_rows_without_lens_views_and_original_only_training(release):
     assert {c for i in range(len(only_masked)) for c in only_masked[i]["columns"]} == {"image", "masked"}
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_views_depend_on_seed_epoch_and_sample_only(release):
     def columns(seed, epoch, **kw):
         ds = ReleaseDataset(release, "vqa", seed=seed, transform=lambda s: {k: s[k] for k in ("key", "columns")}, **kw)
@@ -92,6 +95,7 @@ def test_views_depend_on_seed_epoch_and_sample_only(release):
     assert seen and all(first[k] == v for k, v in seen.items())
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_ranks_and_workers_share_row_groups_without_overlap(release):
     total = len(ReleaseDataset(release, "vqa"))
     for world in (1, 2, 3):
@@ -114,6 +118,7 @@ def test_ranks_and_workers_share_row_groups_without_overlap(release):
     assert len(got) == len(set(got)) == total // 2 and sorted(got) == sorted(planned)
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_skipping_batches_resumes_mid_epoch_exactly(release):
     stream = ReleaseStream(release, "vqa", 3, keys_only, seed=5)
     for workers in (0, 2):
@@ -147,6 +152,7 @@ def test_align_text_names_expert_organs_not_prompt_labels():
     assert align_text({"body_region": None, "modality": "CT", "masks": []}) == "CT"
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_release_read_through_an_fsspec_filesystem_as_from_the_hub(release, release_dir):
     remote = open_release_on(fsspec.filesystem("file"), str(release_dir), location="file-backed")
     assert remote.units == release.units and remote.fs is not None
@@ -155,6 +161,7 @@ def test_release_read_through_an_fsspec_filesystem_as_from_the_hub(release, rele
     assert np.array_equal(a[3]["images"][-1], b[3]["images"][-1])
 
 
+@pytest.mark.slow  # the workflow-built release (conftest.train_release)
 def test_bad_release_locations_are_named(tmp_path, release_dir):
     with pytest.raises(ReleaseError, match="release folder not found"):
         open_release(tmp_path / "nope")

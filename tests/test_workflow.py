@@ -91,10 +91,12 @@ def test_release_loads_with_datasets_and_decodes_every_image(build):
     assert len(flat) == sum(len(vqa[s]) for s in vqa)
 
     without_masks = {"sample": 0, "vqa_rad": 0}
+    rows_seen = {"sample": 0, "vqa_rad": 0}
     for config_name in ("sample", "vqa_rad"):
         ds = datasets.load_dataset(str(release), config_name)
         for split in ds:
             for row in ds[split]:
+                rows_seen[config_name] += 1
                 assert row["image"].size == (row["width"], row["height"])
                 # An image where the prompt source finds no box (one of the 5 real ones) has no
                 # masks, hence no views; the card counts it as "segmenter found no mask".
@@ -116,7 +118,8 @@ def test_release_loads_with_datasets_and_decodes_every_image(build):
                 assert prov["config_hash"] and prov["seed"] == 0
                 assert prov["segmenters"][0]["checkpoint_sha256"].startswith("79d8c9dc")
                 assert row["source_file"]
-    assert without_masks["sample"] == 0 and without_masks["vqa_rad"] <= 2  # one image, in both splits
+    assert rows_seen == {name: sum(s["rows"] for s in entry["splits"].values()) for name, entry in manifest["datasets"].items()}
+    assert without_masks["sample"] == 0 and without_masks["vqa_rad"] <= 2 < rows_seen["vqa_rad"]  # one image, in both splits
     card = (release / "README.md").read_text()
     assert "config_name: vqa_rad" in card and "sam_*" in card
     assert ("segmenter found no mask" in card) == (without_masks["vqa_rad"] > 0)

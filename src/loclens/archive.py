@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .atomic import write_json
+from .errors import LoclensError
 from .provenance import sha256_file
 
 #: Refuse archives that would unpack to more than this many bytes (SLAKE's imgs.zip: ~200 MB).
@@ -28,7 +29,7 @@ MAX_UNPACKED_BYTES = 64 * 1024**3
 MAX_MEMBERS = 1_000_000
 
 
-class ArchiveError(ValueError):
+class ArchiveError(LoclensError, ValueError):
     """An archive that cannot be extracted safely; the message names the archive and member."""
 
 

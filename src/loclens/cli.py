@@ -186,17 +186,11 @@ def cmd_evaluate(args) -> int:
     from .evaluate.grid import make_cell
     from .evaluate.run import evaluate_model
 
-    from .train import ReleaseError
-
     settings = args.settings
     cell = make_cell(*args.cell.split("/")) if args.cell else None
     answerer = load_answerer(args.checkpoint, device=args.device)
     run = {"cell": cell.name if cell else None, "seed": args.seed, "checkpoint": str(args.checkpoint)}
-    try:
-        result = evaluate_model(args.release, args.datasets, settings, answerer, args.out, run)
-    except ReleaseError as exc:
-        print(f"loclens evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    result = evaluate_model(args.release, args.datasets, settings, answerer, args.out, run)
     combined = result["metrics"]["combined"]["all"]
     print(json.dumps({k: combined[k] for k in ("n_questions", "closed_accuracy", "open_recall")}))
     return 0
@@ -238,17 +232,12 @@ def cmd_train(args) -> int:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "loclens.cli", *sys.argv[1:]]
         return subprocess.call(cmd)
-    from .train import ReleaseError, train
-    from .train.vlm_source import ModelSourceError
+    from .train import train
 
     release = args.release or settings["release"]
     if not release:
         raise SystemExit("loclens train: --release (or train.release in the config) is required")
-    try:
-        result = train(settings, args.phase, release, args.out, init=args.init)
-    except (ReleaseError, ModelSourceError) as exc:
-        print(f"loclens train: error: {exc}", file=sys.stderr)
-        return 2
+    result = train(settings, args.phase, release, args.out, init=args.init)
     if result["rank"] == 0:
         losses = result["losses"]
         print(json.dumps({"phase": args.phase, "steps": result["steps"], "first_loss": losses[0] if losses else None,
@@ -318,7 +307,7 @@ def cmd_bench(args) -> int:
 
 
 def _default_vqa_rad() -> str:
-    """../shared/datasets/vqa_rad beside the checkout (where the project's tests find it)."""
+    """The full release in ../shared/datasets/vqa_rad beside the checkout (where benchmarks find it)."""
     return str(Path(__file__).resolve().parents[3] / "shared" / "datasets" / "vqa_rad")
 
 
@@ -470,21 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    from .archive import ArchiveError
-    from .config import ConfigError
-    from .download import DownloadError
-    from .evaluate.run import GridError
-    from .imageio import ImageError
-    from .loading import LoadError
-    from .release.publish import PublishError
-    from .segment.checkpoints import CheckpointError
-    from .sources import SourceError
+    from .errors import LoclensError
 
     try:
         return args.func(args)
-    except (
-        ConfigError, SourceError, ImageError, DownloadError, ArchiveError, CheckpointError, LoadError, PublishError, GridError
-    ) as exc:
+    except LoclensError as exc:
+        # One line the user can act on; the message names the file, key or resource.
         print(f"loclens {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

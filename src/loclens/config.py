@@ -13,8 +13,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from .errors import LoclensError
 
-class ConfigError(ValueError):
+
+class ConfigError(LoclensError, ValueError):
     """A configuration that does not fit the schema; the message names the key and the problem."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .archive import safe_extract
 from .atomic import atomic_path, write_json
+from .errors import LoclensError
 from .provenance import canonical_json, package_version, sha256_bytes, sha256_file
 
 RECORD = "loclens-download.json"
@@ -52,7 +53,7 @@ COPY_NOTES = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(LoclensError, RuntimeError):
     """A download that cannot be done; the message says what to fetch by hand and where to put it."""
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import LoclensError
+
 #: Refuse images above this many pixels instead of exhausting memory (a 16k x 16k image).
 MAX_PIXELS = 16384 * 16384
 # PIL's own decompression-bomb check (run while opening, made an error below) uses the same
@@ -32,7 +34,7 @@ MIN_SIDE = 2
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
-class ImageError(ValueError):
+class ImageError(LoclensError, ValueError):
     """An image that cannot be used; the message names the file and the problem.
 
     ``problem`` is the message without the file name, for reports (the rejects file) that name

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import LoclensError
 
-class LoadError(ValueError):
+
+class LoadError(LoclensError, ValueError):
     """A release that cannot be loaded as asked; the message says why."""
 
 

@@ -11,6 +11,8 @@ naming each file, where to get it and where to put it.
 
 from __future__ import annotations
 
+from .errors import LoclensError
+
 import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +31,7 @@ from .stages import enabled_segmenters
 PROBE_TIMEOUT = 5.0
 
 
-class PreflightError(RuntimeError):
+class PreflightError(LoclensError, RuntimeError):
     """The build lacks inputs it cannot fetch here; the message lists each one."""
 
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from ..atomic import write_json
+from ..errors import LoclensError
 from .analysis import score_predictions
 from .answer import candidate_answers, generate_predictions, iter_rows, rank_predictions, write_predictions
 from .grid import baseline_cell, grid_cells, main_cell
@@ -20,7 +21,7 @@ PREDICTIONS_DIR = "predictions"
 PLOT_FILE = "gains.png"
 
 
-class GridError(ValueError):
+class GridError(LoclensError, ValueError):
     """Runs that do not make up the configured grid."""
 
 

@@ -8,13 +8,14 @@ analysis and the release always agree.
 
 from __future__ import annotations
 
+from ..errors import LoclensError
 from ..schema import LOCALIZATION_TAGS
 
 #: The paper's two localization categories, in table order.
 LOCALIZATION_CATEGORIES = LOCALIZATION_TAGS
 
 
-class MissingTagsError(ValueError):
+class MissingTagsError(LoclensError, ValueError):
     """A release written before QA carried localization tags."""
 
 

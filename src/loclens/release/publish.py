@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..atomic import write_json
+from ..errors import LoclensError
 from ..provenance import sha256_file
 from .manifest import CARD, MANIFEST
 from .validate import validate_release
@@ -46,7 +47,7 @@ TRANSIENT_NAMES = {"TimeoutException", "NetworkError", "RemoteProtocolError", "T
                    "ConnectionError", "TimeoutError", "ChunkedEncodingError"}
 
 
-class PublishError(RuntimeError):
+class PublishError(LoclensError, RuntimeError):
     """A push that must not or cannot happen; the message says why (never with the token)."""
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..atomic import atomic_path
+from ..errors import LoclensError
 from ..provenance import sha256_file
 
 #: Official checkpoints by (segmenter, model type), with their published sha256.
@@ -76,7 +77,7 @@ MANUAL_SOURCES = {
 CHUNK = 1 << 20
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LoclensError, RuntimeError):
     """Weights that are missing, unreadable or do not fit; the message says what to do."""
 
 

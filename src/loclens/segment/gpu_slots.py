@@ -22,12 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..errors import LoclensError
+
 #: Lock files held by this process (closing one releases its slot).
 _HELD: dict[str, object] = {}
 
 
-class NoFreeGPU(RuntimeError):
-    pass
+class NoFreeGPU(LoclensError, RuntimeError):
+    """Every GPU slot stayed taken by other loclens jobs for the whole wait; the message names the
+    lock folder and how to request fewer GPUs."""
 
 
 def default_lock_dir() -> Path:

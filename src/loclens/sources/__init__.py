@@ -45,7 +45,6 @@ SOURCES: dict[str, Source] = {
     "slake": Source(read_slake, slake_inputs, options=("unpack_dir",), vocabulary="slake", download="slake"),
     "hf_parquet": Source(read_hf_parquet, hf_parquet_inputs, options=("unpack_dir", "columns")),
 }
-READERS = {name: s.read for name, s in SOURCES.items()}
 
 
 def source_spec(source: str) -> Source:
@@ -63,4 +62,4 @@ def read_source(source: str, root, dataset: str, **options) -> IngestResult:
     return spec.read(root, dataset=dataset, **options)
 
 
-__all__ = ["SOURCES", "READERS", "Source", "IngestResult", "Reject", "SourceError", "read_source", "source_spec"]
+__all__ = ["SOURCES", "Source", "IngestResult", "Reject", "SourceError", "read_source", "source_spec"]

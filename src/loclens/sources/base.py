@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..errors import LoclensError
 from ..imageio import ImageError, probe, read_bytes
 from ..provenance import image_id_from_bytes, sha256_bytes
 from ..schema import ANSWER_TYPES
@@ -37,7 +38,7 @@ def normalise_answer_type(value) -> str:
     return answer_type
 
 
-class SourceError(ValueError):
+class SourceError(LoclensError, ValueError):
     """A source that cannot be read at all (missing or malformed top-level file)."""
 
 

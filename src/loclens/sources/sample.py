@@ -143,9 +143,4 @@ def read_sample(root, dataset: str = "sample") -> IngestResult:
     return read_vqa_rad(root, dataset=dataset)
 
 
-def organ_masks(n_images: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """The ground-truth organ masks of the phantoms (for tests and segmentation checks)."""
-    return [phantom_case(i, seed)[2] for i in range(n_images)]
-
-
-__all__ = ["generate_sample", "read_sample", "organ_masks", "phantom_case"]
+__all__ = ["generate_sample", "read_sample", "phantom_case"]

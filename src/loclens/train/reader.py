@@ -20,13 +20,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import LoclensError
 from ..imageio import load_rgb
 
 HF_PREFIX = "hf://"
 MANIFEST = "manifest.json"
 
 
-class ReleaseError(ValueError):
+class ReleaseError(LoclensError, ValueError):
     """A release that cannot be trained on; the message names the location and the problem."""
 
 

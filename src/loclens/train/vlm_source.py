@@ -7,6 +7,8 @@ names what to fetch.
 
 from __future__ import annotations
 
+from ..errors import LoclensError
+
 import re
 from pathlib import Path
 
@@ -14,7 +16,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 REVISION = re.compile(r"^[0-9a-f]{40}$")
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(LoclensError, ValueError):
     """A VLM that cannot be loaded; the message names the source and what to do."""
 
 
