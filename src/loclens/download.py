@@ -160,6 +160,8 @@ def _hub_snapshot(repo: str, dest: Path, revision: str | None, timeout: float, i
 
     try:
         sha = HfApi().dataset_info(repo, revision=revision, timeout=timeout).sha
+        if sha is None:
+            raise ValueError(f"the Hub reported no commit for revision {revision or 'main'}")
         snapshot_download(repo_id=repo, repo_type="dataset", revision=sha, local_dir=dest, etag_timeout=timeout)
     except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError) as exc:
         raise DownloadError(

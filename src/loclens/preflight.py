@@ -57,7 +57,7 @@ def _missing_dataset(name: str, cfg: dict, config: dict) -> Missing | None:
     origin = download_origin(name, cfg)
     root = source_root(name, cfg, config)
     key = f"datasets.{name}"
-    if downloaded_into_resources(name, cfg, config):
+    if origin is not None and downloaded_into_resources(name, cfg, config):
         if present(origin, root):
             return None
         fetch = by_hand(origin, root)

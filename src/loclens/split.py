@@ -14,7 +14,7 @@ from .sources.base import QA, ImageRecord
 
 
 def official_rows(images: list[ImageRecord]) -> list[tuple[str, ImageRecord, list[QA]]]:
-    rows = []
+    rows: list[tuple[str, ImageRecord, list[QA]]] = []
     for image in images:
         by_split: dict[str, list[QA]] = {}
         for qa in image.qa:

@@ -27,10 +27,10 @@ def _records(root: Path) -> list:
 def _resized(src: Path, dst: Path, max_side: int) -> None:
     """The image with its longest side set to ``max_side`` (up or down), saved as JPEG q95."""
     with Image.open(src) as img:
-        img = img.convert("RGB")
-        scale = max_side / max(img.size)
-        size = (max(2, round(img.width * scale)), max(2, round(img.height * scale)))
-        img.resize(size, Image.Resampling.LANCZOS).save(dst, format="JPEG", quality=95)
+        rgb = img.convert("RGB")
+        scale = max_side / max(rgb.size)
+        size = (max(2, round(rgb.width * scale)), max(2, round(rgb.height * scale)))
+        rgb.resize(size, Image.Resampling.LANCZOS).save(dst, format="JPEG", quality=95)
 
 
 def make_subset(root, out, n_images: int, max_side: int | None = None) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def _segmenter(spec: dict):
     return build_segmenter(spec["family"], segmenter_cfg(spec), device, stand_in=spec.get("model")), device
 
 
-def _best_of(repeats: int, fn, *args) -> tuple[float, object]:
+def _best_of(repeats: int, fn, *args) -> tuple[float, Any]:
     """The best wall time of ``fn(*args)`` over ``repeats`` calls, and its result."""
     best, out = float("inf"), None
     for _ in range(max(1, repeats)):
@@ -108,7 +109,7 @@ def pipeline_stage(spec: dict) -> dict:
     takes_workers = "workers" in inspect.signature(runner.segment_images).parameters
     counts = spec.get("workers") or [None]
     nominal = getattr(segmenter, "encoder_s", 0.0) + getattr(segmenter, "decoder_s", 0.0)
-    runs = []
+    runs: list[dict] = []
     for k in counts if takes_workers else [None]:
         kwargs = {"workers": k} if takes_workers and k is not None else {}
         for _ in range(2 if not runs else 1):  # the first round also warms caches and imports

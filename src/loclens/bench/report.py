@@ -4,6 +4,7 @@ the printed tables of ``loclens bench``."""
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 #: Targets: (key, description, limit, direction).
 PIPELINE_SHARE_LIMIT = 0.10
@@ -16,8 +17,8 @@ GPU_MODEL_BOUND_LIMIT = {"medsam": 0.8, "sam": 0.6}
 GPU_NAIVE_SPEEDUP_LIMIT = 10.0
 
 
-def ok(result: dict | None) -> bool:
-    return bool(result) and "error" not in result
+def ok(result: dict | None) -> TypeGuard[dict]:
+    return result is not None and bool(result) and "error" not in result
 
 
 def figures(stages: dict, key: str) -> dict | None:

@@ -217,7 +217,7 @@ def scaling(opts: BenchOptions, work: Path, variants: list[dict]) -> dict:
     the image size grow. Each build puts all its images in one segment shard and one release
     shard per split, the worst case for memory."""
     primary = [v for v in variants if v["family"] == "medsam"][:1] or variants[:1]
-    out = {"images": [], "image_size": []}
+    out: dict[str, list[dict]] = {"images": [], "image_size": []}
     for n in opts.scale_images:
         sub = work / f"scale-n{n}"
         make_subset(opts.vqa_rad, sub / "data", n)

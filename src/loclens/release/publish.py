@@ -104,7 +104,7 @@ class Plan:
         return "\n".join(lines)
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -162,7 +162,8 @@ def _managed(path: str) -> bool:
 
 
 def plan_commit(local: list[LocalFile], remote: RemoteState) -> Plan:
-    add, unchanged = [], []
+    add: list[LocalFile] = []
+    unchanged: list[LocalFile] = []
     for f in local:
         r = remote.files.get(f.path)
         (unchanged if r is not None and _same(f, r) else add).append(f)
@@ -251,12 +252,12 @@ def check_valid(release_dir: Path, validation_report: Path | None) -> str:
     if validation_report is not None and Path(validation_report).is_file():
         prior = json.loads(Path(validation_report).read_text())
         quick = validate_release(release_dir, deep=False)
-        if quick.ok and prior.get("ok") and prior.get("manifest_sha256") == quick.manifest_sha256:
+        if quick.ok and quick.manifest_sha256 and prior.get("ok") and prior.get("manifest_sha256") == quick.manifest_sha256:
             return quick.manifest_sha256
         report = quick if not quick.ok else validate_release(release_dir)
     else:
         report = validate_release(release_dir)
-    if not report.ok:
+    if not report.ok or report.manifest_sha256 is None:  # a valid release has a manifest
         raise PublishError("refusing to publish an invalid release:\n" + report.text())
     return report.manifest_sha256
 

@@ -47,7 +47,7 @@ def build_segmenter(name: str, cfg: dict, device: str, precision: str | None = N
     ``precision``: ``bf16`` (autocast on CUDA) or ``fp32`` (see ``inference.PRECISIONS``);
     None: the backend's default (``DEFAULT_PRECISION``). ``stand_in``: ``null:ENC[+DEC]``
     replaces the backend's network by fixed latencies (``standin``; benchmarks only)."""
-    backend = "sam" if name == "sam" else cfg.get("backend")
+    backend: str = "sam" if name == "sam" else cfg.get("backend", "")
     if stand_in:
         from .standin import StandIn
 

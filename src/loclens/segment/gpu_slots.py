@@ -21,11 +21,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 from ..errors import LoclensError
 
 #: Lock files held by this process (closing one releases its slot).
-_HELD: dict[str, object] = {}
+_HELD: dict[str, TextIO] = {}
 
 
 class NoFreeGPU(LoclensError, RuntimeError):

@@ -75,8 +75,9 @@ def _fuse_conv_bn(module: torch.nn.Module) -> torch.nn.Module:
     for name, child in module.named_children():
         # TinyViT's Conv2d_BN (a Sequential of `c` and `bn` with a `fuse()`); matched by shape
         # rather than by importing the class from the package's private vendored module.
-        if isinstance(getattr(child, "bn", None), torch.nn.BatchNorm2d) and callable(getattr(child, "fuse", None)):
-            setattr(module, name, child.fuse())
+        fuse = getattr(child, "fuse", None)
+        if isinstance(getattr(child, "bn", None), torch.nn.BatchNorm2d) and callable(fuse):
+            setattr(module, name, fuse())
         else:
             _fuse_conv_bn(child)
     return module

@@ -279,7 +279,7 @@ def chest_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> 
     for label, (x0, y0, x1, y1) in boxes:
         box = (min(x0 * sx, w), min(y0 * sy, h), min(x1 * sx, w), min(y1 * sy, h))
         if box[2] > box[0] and box[3] > box[1] and not _is_whole_image(box, h, w):
-            prompts.append(Prompt(box=tuple(float(v) for v in box), label=f"chest-{label}", source="chest"))
+            prompts.append(Prompt(box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])), label=f"chest-{label}", source="chest"))
     return prompts[: cfg["max_prompts"]]
 
 

@@ -113,6 +113,7 @@ def image_masks(segmenter, enc, image: np.ndarray, prompts: list[Prompt] | None,
             mask_entry(segmenter, rle.encode_resized(rle.decode(c.rle), size), c.score, f"{segmenter.name}-{k}", None)
             for k, c in enumerate(segmenter.generate(enc, image))
         ]
+    assert prompts is not None, "a box-prompted segmenter needs the image's prompts"
     masks, scores = segmenter.decode(enc, np.array([p.box for p in prompts], dtype=np.float32).reshape(-1, 4))
     return mask_entries(segmenter, masks, scores, prompts, size)
 
@@ -135,7 +136,7 @@ def post_process(segmenter, masks: torch.Tensor, scores: torch.Tensor, prompts: 
     """Mask entries of one image's boolean masks (N x h x w) where they are: run-length encoded
     (and scaled to ``size``) on their device, only the run lengths copied back."""
     counts = device_rle_counts(masks, size)
-    return entries_from_counts(segmenter, counts, scores.float().cpu().numpy(), prompts, tuple(masks.shape[1:]), size)
+    return entries_from_counts(segmenter, counts, scores.float().cpu().numpy(), prompts, (int(masks.shape[1]), int(masks.shape[2])), size)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ class _ImageMasks:
     def submit(self, enc, image: np.ndarray, prompts: list[Prompt] | None, size: tuple[int, int]):
         if self.decode_device is None:
             return Done(image_masks(self.segmenter, enc, image, prompts, size))
+        assert prompts is not None, "a box-prompted segmenter needs the image's prompts"
         boxes = np.array([p.box for p in prompts], dtype=np.float32).reshape(-1, 4)
         masks, scores = self.decode_device(enc, boxes)
         if self.on_device:

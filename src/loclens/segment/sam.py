@@ -75,7 +75,7 @@ class _EmbeddingPredictor(SamPredictor):
         super().__init__(model)
         self._device = device
         self._precision = precision
-        self._ahead = None
+        self._ahead: tuple[torch.Tensor, tuple, tuple] | None = None
 
     def use_embedding(self, features: torch.Tensor, input_size: tuple, original_size: tuple) -> None:
         self._ahead = (features, tuple(input_size), tuple(original_size))
@@ -213,7 +213,7 @@ def _candidate(ann: dict) -> Candidate:
     return Candidate(
         rle={"size": [int(s) for s in rle["size"]], "counts": rle["counts"]},
         area=int(ann["area"]),
-        bbox=tuple(float(v) for v in bbox),
+        bbox=(float(bbox[0]), float(bbox[1]), float(bbox[2]), float(bbox[3])),
         score=float(ann["predicted_iou"]),
         stability=float(ann["stability_score"]),
     )

@@ -36,7 +36,7 @@ SHAPES = {"litemedsam": ((256, 64, 64), 256), "medsam_vitb": ((256, 64, 64), 102
 
 
 def is_stand_in(spec: str | None) -> bool:
-    return bool(spec) and spec.startswith(PREFIX)
+    return spec is not None and spec.startswith(PREFIX)
 
 
 def parse(spec: str) -> tuple[float, float]:
@@ -53,10 +53,10 @@ def _preprocessor(backend: str):
 
         return lambda image: preprocess(image)
     if backend == "medsam_vitb":
-        from .medsam_vitb import preprocess
+        from .medsam_vitb import preprocess as preprocess_vitb
 
         size = SHAPES[backend][1]
-        return lambda image: preprocess(image, size)
+        return lambda image: preprocess_vitb(image, size)
     raise ValueError(f"a stand-in model replaces a box-prompted backend ({sorted(SHAPES)}), not {backend!r}")
 
 

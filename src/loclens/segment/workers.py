@@ -220,8 +220,8 @@ def device_rle_counts(masks: torch.Tensor, size: tuple[int, int] | None = None) 
         cols = torch.arange(width, device=masks.device) * w // width
         masks = masks[:, rows][:, :, cols]
     flat = masks.transpose(1, 2).reshape(n, -1)  # column-major, as COCO RLE counts
-    changes = (flat[:, 1:] != flat[:, :-1]).nonzero()  # (K, 2): mask index, position; sorted
-    host = torch.cat([changes, flat[:, :1].to(changes.dtype).T.reshape(-1, 1).expand(-1, 2)]).cpu().numpy()
+    found = (flat[:, 1:] != flat[:, :-1]).nonzero()  # (K, 2): mask index, position; sorted
+    host = torch.cat([found, flat[:, :1].to(found.dtype).T.reshape(-1, 1).expand(-1, 2)]).cpu().numpy()
     changes, first = host[: len(host) - n], host[len(host) - n :, 0]
     starts = np.searchsorted(changes[:, 0], np.arange(n + 1))
     total = height * width

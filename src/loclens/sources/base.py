@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..errors import LoclensError
 from ..imageio import ImageError, probe, read_bytes
@@ -137,6 +137,7 @@ def invalid_text_field(obj, path: str = "") -> str | None:
     """The first field (dotted path) of a record whose text is not valid Unicode, else None."""
     if isinstance(obj, str):
         return path or "<value>" if has_surrogates(obj) else None
+    items: Iterable[tuple[object, object]]
     if isinstance(obj, dict):
         items = obj.items()
     elif isinstance(obj, list):

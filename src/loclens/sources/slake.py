@@ -121,7 +121,7 @@ def _parse_qa(rec: dict, split: str) -> tuple[QA, str]:
 
 def split_files(root: Path) -> list[tuple[str, Path]]:
     """(official split, file) for the split files present; both validation names is an error."""
-    out = []
+    out: list[tuple[str, Path]] = []
     for split, names in SPLIT_FILES.items():
         present = [root / n for n in names if (root / n).is_file()]
         if len(present) > 1:

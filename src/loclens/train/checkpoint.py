@@ -94,6 +94,7 @@ def _rng_state() -> tuple[dict, dict]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = s
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the legacy (MT19937) form, which set_state takes back
     other = {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
     return tensors, other
 

@@ -59,7 +59,8 @@ def rank_pieces(counts: list[int], seed: int, epoch: int, rank: int, world_size:
 def round_robin(lists: list[list]) -> list:
     """Items in the order a DataLoader yields its workers' batches: one from each worker in
     turn, passing over workers that are exhausted."""
-    out, k = [], 0
+    out: list = []
+    k = 0
     while any(k < len(x) for x in lists):
         out.extend(x[k] for x in lists if k < len(x))
         k += 1
@@ -70,7 +71,8 @@ class _UnitCache:
     """The last few decoded-on-demand row groups of one process."""
 
     def __init__(self, release: Release, size: int):
-        self.release, self.size, self.tables = release, size, OrderedDict()
+        self.release, self.size = release, size
+        self.tables: OrderedDict[int, list[dict]] = OrderedDict()
 
     def rows(self, u: int, columns: list[str]) -> list[dict]:
         if u not in self.tables:
@@ -95,7 +97,7 @@ class _Samples:
         self.columns = TEXT_COLUMNS + ["image", *(c for c in VIEW_COLUMNS if c in self.views and self.k > 0)]
         self.cache_units = cache_units
         self.epoch = 0
-        self._cache = None
+        self._cache: _UnitCache | None = None
 
     def make(self, ref: SampleRef) -> dict:
         if self._cache is None or self._cache.release is not self.release:

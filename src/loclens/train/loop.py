@@ -19,6 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -191,7 +192,7 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
         total = min(total, phase_cfg["max_steps"])
 
     identity = run_identity(settings, phase, release, init, env.world_size)
-    state = {"step": 0, "epoch": 0, "batch": 0, "identity": identity}
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "identity": identity}
     resume = _resume_point(out_dir, identity, env)
     if resume is not None:
         state = ckpt.load_checkpoint(resume, model, optimizer)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -52,7 +53,7 @@ class Release:
     split: str
     files: list[str]
     units: list[Unit]
-    fs: object | None = None
+    fs: Any = None  # an fsspec filesystem (the Hub's) or None for local files
     _open: dict = field(default_factory=dict, repr=False)
 
     def parquet(self, file: str) -> pq.ParquetFile:
