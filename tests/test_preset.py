@@ -260,11 +260,13 @@ def placed(tmp_path_factory, vqa_rad_root, tiny_sam_checkpoint, tiny_medsam_chec
     """A checkout where the datasets were put by hand where the offline message says (the real
     VQA-RAD release, a SLAKE tree in the Hub layout); ingested by the preset's own jobs, offline."""
     work = _checkout(tmp_path_factory.mktemp("placed") / "work")
-    (work / "resources" / "vqa_rad").mkdir(parents=True)
-    shutil.copy(vqa_rad_root / VQA_RAD_JSON, work / "resources" / "vqa_rad")
-    shutil.copytree(vqa_rad_root / VQA_RAD_IMAGES, work / "resources" / "vqa_rad" / VQA_RAD_IMAGES)
     build_slake_tree(work / "resources" / "slake", "hf")
     overlay = _overlay(work, tiny_sam_checkpoint, tiny_medsam_checkpoint)
+    # The test subset of VQA-RAD is not the published JSON, which the download step checks by
+    # sha256 (test_download covers a VQA-RAD copy put in resources/), so it is given by path here.
+    with_path = yaml.safe_load(overlay.read_text())
+    with_path["datasets"] = {"vqa_rad": {"path": str(vqa_rad_root)}, "slake": {"lang": "en"}}
+    overlay.write_text(yaml.safe_dump(with_path))
     args = ("--configfile", str(PRESET), str(overlay))
     before = run_snakemake(work, *args, "-n")
     plans = [f"results/paper/ingest/{d}/plan.json" for d in ("slake", "vqa_rad")]
@@ -275,10 +277,11 @@ def placed(tmp_path_factory, vqa_rad_root, tiny_sam_checkpoint, tiny_medsam_chec
 @pytest.mark.slow
 def test_files_in_place_are_recorded_without_network_then_ingested(placed):
     work, _, before = placed
-    assert before == {"download_dataset": 2, "ingest": 2, "release": 1, "validate": 1, "gallery": 2, "all": 1}
-    for name, origin in (("vqa_rad", "vqa_rad"), ("slake", "slake")):
-        record = json.loads((work / "resources" / name / "loclens-download.json").read_text())
-        assert record["dataset"] == origin and record["origin"] == "local copy" and record["files"]
+    assert before == {"download_dataset": 1, "ingest": 2, "release": 1, "validate": 1, "gallery": 2, "all": 1}
+    record = json.loads((work / "resources" / "slake" / "loclens-download.json").read_text())
+    assert record["dataset"] == "slake" and record["origin"] == "local copy" and record["files"]
+    assert not (work / "resources" / "vqa_rad").exists()  # a dataset with a path is never downloaded
+    for name in ("vqa_rad", "slake"):
         plan = json.loads((work / "results" / "paper" / "ingest" / name / "plan.json").read_text())
         assert plan["segment_shards"] and plan["release_shards"]
 
