@@ -13,6 +13,7 @@ from loclens.config import ConfigError, dataset_source
 from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
 from loclens.ingest import download_origin, downloaded_into_resources, source_root
+from loclens.plan import read_plan
 from loclens.sources import source_spec
 from loclens.segment import checkpoints as ckpt
 from loclens.evaluate import grid
@@ -95,8 +96,7 @@ def download_targets():
 
 def plan_of(dataset):
     """The ingest plan; reading it makes the DAG wait for the ingest checkpoint."""
-    with open(checkpoints.ingest.get(dataset=dataset).output.plan) as fh:
-        return json.load(fh)
+    return read_plan(checkpoints.ingest.get(dataset=dataset).output.plan)
 
 
 def segment_caches(dataset, shard_indices, segmenter):
@@ -105,19 +105,16 @@ def segment_caches(dataset, shard_indices, segmenter):
 
 def release_shard(wildcards):
     name = f"{wildcards.dataset}/{wildcards.split}-{wildcards.index}-of-{wildcards.total}.parquet"
-    for shard in plan_of(wildcards.dataset)["release_shards"]:
-        if shard["file"] == name:
-            return shard
-    raise ValueError(f"{name} is not a shard of the current plan")
+    return plan_of(wildcards.dataset).release_shard(name)
 
 
 def render_masks(wildcards):
     shard = release_shard(wildcards)
-    return {s: segment_caches(wildcards.dataset, shard["segment_shards"], s) for s in SEGMENTERS}
+    return {s: segment_caches(wildcards.dataset, shard.segment_shards, s) for s in SEGMENTERS}
 
 
 def render_views_from(wildcards):
-    return [RELEASE / f for f in release_shard(wildcards).get("views_from", {})]
+    return [RELEASE / f for f in release_shard(wildcards).views_from]
 
 
 def render_masks_args(wildcards):
@@ -129,11 +126,11 @@ def render_masks_args(wildcards):
 
 
 def all_release_shards(wildcards):
-    return [RELEASE / s["file"] for d in DATASETS for s in plan_of(d)["release_shards"]]
+    return [RELEASE / f for d in DATASETS for f in plan_of(d).release_files]
 
 
 def dataset_release_shards(wildcards):
-    return [RELEASE / s["file"] for s in plan_of(wildcards.dataset)["release_shards"]]
+    return [RELEASE / f for f in plan_of(wildcards.dataset).release_files]
 
 
 def publish_args(wildcards):
@@ -152,7 +149,7 @@ def publish_args(wildcards):
 def all_segment_caches(wildcards):
     out = []
     for d in DATASETS:
-        n = len(plan_of(d)["segment_shards"])
+        n = len(plan_of(d).segment_shards)
         for s in SEGMENTERS:
             out.extend(segment_caches(d, range(n), s))
     return out

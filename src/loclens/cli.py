@@ -33,17 +33,16 @@ def cmd_ingest(args) -> int:
     config = validate(args.settings, source="--settings")
     plan = run_ingest(args.dataset, config, args.out)
     check_accounting(plan)
-    n_rows = sum(len(s["image_ids"]) for s in plan["release_shards"])
     print(
-        f"{args.dataset}: {n_rows} rows, {plan['released_qa']} QA released, {plan['rejected_qa']} rejected "
-        f"(of {plan['input_records']}), {len(plan['segment_shards'])} segment shards"
+        f"{args.dataset}: {plan.rows} rows, {plan.released_qa} QA released, {plan.rejected_qa} rejected "
+        f"(of {plan.input_records}), {len(plan.segment_shards)} segment shards"
     )
-    for split, counts in plan["localization"].items():
+    for split, counts in plan.localization.items():
         print(
             f"{args.dataset} {split}: {counts['qa']} QA, {counts['anatomical']} anatomical, "
             f"{counts['positioning']} positioning, {counts['localization']} with either"
         )
-    print(f"{args.dataset} localization rules: {json.dumps(plan['localization_rules'])}")
+    print(f"{args.dataset} localization rules: {json.dumps(plan.localization_rules)}")
     return 0
 
 
@@ -57,33 +56,28 @@ def cmd_download(args) -> int:
 
 def _mask_caches(specs: list[str] | None) -> tuple[dict, list[dict]]:
     """``SEGMENTER=cache1,cache2`` arguments -> segmenter -> image_id -> masks (and provenance)."""
-    from .release.shards import read_mask_cache
+    from .shard_jobs import open_mask_caches
 
-    caches, infos = {}, []
+    paths = {}
     for spec in specs or []:
-        segmenter, _, paths = spec.partition("=")
-        caches[segmenter], info = read_mask_cache([p for p in paths.split(",") if p])
-        if info:
-            infos.append(info)
-    return caches, infos
+        segmenter, _, files = spec.partition("=")
+        paths[segmenter] = [p for p in files.split(",") if p]
+    return open_mask_caches(paths)
 
 
 def cmd_segment(args) -> int:
-    from .ingest import shard_rows
+    from .plan import read_plan
     from .segment import checkpoints
-    from .segment.run import run_segment_shard
+    from .shard_jobs import segment_job
 
     cfg = dict(args.settings)
     if not checkpoints.uses_packaged_weights(args.segmenter, cfg):
         path = args.checkpoint or checkpoints.checkpoint_target(args.segmenter, cfg, args.resources)
         cfg["checkpoint"] = str(checkpoints.require(path, args.segmenter, cfg, args.resources))
     context, _ = _mask_caches(args.context_masks)
-    plan = json.loads(Path(args.plan).read_text())
-    ids = plan["segment_shards"][args.shard]
-    rows = shard_rows(args.records, ids)
-    stats = run_segment_shard(
-        args.segmenter, cfg, rows, args.out, device=args.device, context_masks=context, workers=args.workers,
-        threads=args.threads, set_torch_threads=True,
+    stats = segment_job(
+        read_plan(args.plan), args.shard, args.records, args.segmenter, cfg, args.out, device=args.device,
+        context_masks=context, workers=args.workers, threads=args.threads, set_torch_threads=True,
     )
     print(json.dumps({"shard": args.shard, **stats}))
     return 0
@@ -118,21 +112,19 @@ def cmd_fetch_checkpoint(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from .ingest import shard_rows
-    from .release.shards import render_shard, rendered_views
+    from .plan import PlanError, read_plan
+    from .shard_jobs import render_job
 
-    plan = json.loads(Path(args.plan).read_text())
-    shard = next((s for s in plan["release_shards"] if s["file"].endswith("/" + args.shard)), None)
-    if shard is None:
-        raise SystemExit(f"{args.plan}: no release shard named {args.shard}")
-    rows = shard_rows(args.records, shard["image_ids"], shard["split"])
+    try:
+        shard = read_plan(args.plan).release_shard(args.shard)
+    except PlanError as exc:
+        raise SystemExit(f"{args.plan}: {exc}") from None
     caches, infos = _mask_caches(args.masks)
     # Shards sit at <release>/<dataset>/<file>; the plan names the shards it copies views from
     # relative to <release>.
     release_dir = Path(args.release_dir) if args.release_dir else Path(args.out).parent.parent
-    rendered = rendered_views(shard, release_dir)
-    n = render_shard(rows, caches, infos, args.settings, args.seed, args.config_hash, args.out, rendered)
-    print(f"{args.out}: {n} rows ({sum(len(v) for v in shard.get('views_from', {}).values())} with views copied from earlier shards)")
+    done = render_job(shard, args.records, caches, infos, args.settings, args.seed, args.config_hash, release_dir, args.out)
+    print(f"{args.out}: {done.written} rows ({shard.copied_rows} with views copied from earlier shards)")
     return 0
 
 
