@@ -66,11 +66,12 @@ def _mask_caches(specs: list[str] | None) -> tuple[dict, list[dict]]:
 
 
 def cmd_segment(args) -> int:
+    from .config import validate_settings
     from .plan import read_plan
     from .segment import checkpoints
     from .shard_jobs import segment_job
 
-    cfg = dict(args.settings)
+    cfg = validate_settings(args.settings, f"segment.{args.segmenter}", "segment", shared=("read_max_side",))
     if not checkpoints.uses_packaged_weights(args.segmenter, cfg):
         path = args.checkpoint or checkpoints.checkpoint_target(args.segmenter, cfg, args.resources)
         cfg["checkpoint"] = str(checkpoints.require(path, args.segmenter, cfg, args.resources))
@@ -112,9 +113,11 @@ def cmd_fetch_checkpoint(args) -> int:
 
 
 def cmd_render(args) -> int:
+    from .config import validate_settings
     from .plan import PlanError, read_plan
     from .shard_jobs import render_job
 
+    settings = validate_settings(args.settings, "render", "render")
     try:
         shard = read_plan(args.plan).release_shard(args.shard)
     except PlanError as exc:
@@ -123,7 +126,7 @@ def cmd_render(args) -> int:
     # Shards sit at <release>/<dataset>/<file>; the plan names the shards it copies views from
     # relative to <release>.
     release_dir = Path(args.release_dir) if args.release_dir else Path(args.out).parent.parent
-    done = render_job(shard, args.records, caches, infos, args.settings, args.seed, args.config_hash, release_dir, args.out)
+    done = render_job(shard, args.records, caches, infos, settings, args.seed, args.config_hash, release_dir, args.out)
     print(f"{args.out}: {done.written} rows ({shard.copied_rows} with views copied from earlier shards)")
     return 0
 
@@ -174,13 +177,14 @@ def cmd_publish(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .config import validate_settings
     from .evaluate.answerers import load_answerer
     from .evaluate.grid import make_cell
     from .evaluate.run import evaluate_model
 
     from .train import ReleaseError
 
-    settings = args.settings
+    settings = validate_settings(args.settings, "evaluate", "evaluate")
     cell = make_cell(*args.cell.split("/")) if args.cell else None
     answerer = load_answerer(args.checkpoint, device=args.device)
     run = {"cell": cell.name if cell else None, "seed": args.seed, "checkpoint": str(args.checkpoint)}
@@ -195,9 +199,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_tables(args) -> int:
+    from .config import validate_settings
     from .evaluate.run import make_tables
 
-    paths = make_tables(args.metrics, args.settings, args.out)
+    paths = make_tables(args.metrics, validate_settings(args.settings, "evaluate", "tables"), args.out)
     print("\n".join(sorted(paths.values())))
     return 0
 
