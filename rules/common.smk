@@ -13,7 +13,8 @@ from loclens.config import ConfigError, dataset_source
 from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
 from loclens.ingest import download_origin, downloaded_into_resources, source_root
-from loclens.plan import read_plan
+from loclens.plan import MASK_CACHE, mask_cache_name, read_plan
+from loclens.schema import SEGMENTERS as SEGMENTER_NAMES
 from loclens.sources import source_spec
 from loclens.segment import checkpoints as ckpt
 from loclens.evaluate import grid
@@ -46,7 +47,7 @@ LOGS = RESULTS / "logs"
 EXPERIMENTS = RESULTS / "experiments"
 EVALUATION = RESULTS / "evaluation"
 # One trained model of the ablation grid: a cell (lens sources, phase-1 loss, pixel shuffle) and a seed.
-RUN = "lens-{lens}/p1-{loss}/shuffle-{shuffle}/seed-{seed}"
+RUN = grid.RUN_FOLDER
 TRAIN = RESULTS / "train"
 DATASETS = sorted(config["datasets"])
 SEGMENTERS = stages.enabled_segmenters(config)
@@ -57,16 +58,13 @@ for _segmenter in SEGMENTERS:
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
-    segmenter="sam|medsam",
+    segmenter="|".join(SEGMENTER_NAMES),
     shard="[0-9]{5}",
     split="[A-Za-z0-9_]+",
     index="[0-9]{5}",
     total="[0-9]{5}",
     filename="[^/]+",
-    lens=r"none|(sam|medsam|expert)(\+(sam|medsam|expert))*",
-    loss="dcl|infonce",
-    shuffle="on|off",
-    seed="[0-9]+",
+    **grid.wildcard_patterns(),
 
 
 def as_json(obj):
@@ -100,7 +98,7 @@ def plan_of(dataset):
 
 
 def segment_caches(dataset, shard_indices, segmenter):
-    return [SEGMENT / dataset / segmenter / f"shard-{k:05d}.parquet" for k in shard_indices]
+    return [SEGMENT / dataset / segmenter / mask_cache_name(k) for k in shard_indices]
 
 
 def release_shard(wildcards):
@@ -167,7 +165,7 @@ def segment_inputs(wildcards):
             ckpt.require(target, wildcards.segmenter, cfg, RESOURCES)  # raises: says what to fetch
         inputs["checkpoint"] = target
     for seg in stages.context_segmenters(config, wildcards.segmenter):
-        inputs[f"context_{seg}"] = SEGMENT / wildcards.dataset / seg / f"shard-{wildcards.shard}.parquet"
+        inputs[f"context_{seg}"] = SEGMENT / wildcards.dataset / seg / MASK_CACHE.format(shard=wildcards.shard)
     return inputs
 
 

@@ -8,7 +8,7 @@ rule segment:
         records=INGEST / "{dataset}" / "records.jsonl",
         plan=INGEST / "{dataset}" / "plan.json",
     output:
-        SEGMENT / "{dataset}" / "{segmenter}" / "shard-{shard}.parquet",
+        SEGMENT / "{dataset}" / "{segmenter}" / MASK_CACHE,
     params:
         settings=lambda w: as_json(stages.segment_settings(config, w.segmenter)),
         device=config["segment"]["device"],

@@ -117,7 +117,7 @@ def build_release(root: Path, config: dict, masks: list[Path] | None = None) -> 
     """ingest -> segment (unless ``masks`` are given: reuse that cache) -> render -> release,
     with the same library calls the workflow's rules make."""
     from loclens.ingest import ensure_sample, run_ingest
-    from loclens.plan import PLAN_FILE
+    from loclens.plan import PLAN_FILE, mask_cache_name
     from loclens.release.finalize import finalize_release
     from loclens.shard_jobs import open_mask_caches, render_job, segment_job
     from loclens.stages import build_hash
@@ -128,7 +128,7 @@ def build_release(root: Path, config: dict, masks: list[Path] | None = None) -> 
     plan = run_ingest(name, config, ingest / name)
     records = ingest / name / "records.jsonl"
     if masks is None:
-        masks = [root / "results" / "segment" / name / "medsam" / f"shard-{k:05d}.parquet" for k in range(len(plan.segment_shards))]
+        masks = [root / "results" / "segment" / name / "medsam" / mask_cache_name(k) for k in range(len(plan.segment_shards))]
         for k in range(len(plan.segment_shards)):
             segment_job(plan, k, records, "medsam", config["segment"]["medsam"], masks[k], device="cpu")
     caches, infos = open_mask_caches({"medsam": masks})

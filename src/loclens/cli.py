@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .schema import SEGMENTERS
+
 log = logging.getLogger("loclens")
 
 
@@ -348,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", required=True)
     p.add_argument("--plan", required=True)
     p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--segmenter", required=True, choices=["sam", "medsam"])
+    p.add_argument("--segmenter", required=True, choices=SEGMENTERS)
     p.add_argument("--settings", type=_json_arg, required=True, help="the segmenter's config section (JSON)")
     p.add_argument("--device", default="auto", help="auto (a free visible GPU, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--checkpoint", help="model weights (default: from the settings, see `fetch-checkpoint`)")
@@ -361,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch-checkpoint", help="download SAM / MedSAM checkpoints (sha256-verified) into resources/")
     p.add_argument("--config", default="config.yaml", help="workflow config (default: config.yaml)")
-    p.add_argument("--segmenter", action="append", choices=["sam", "medsam"], help="only these (default: enabled ones)")
+    p.add_argument("--segmenter", action="append", choices=SEGMENTERS, help="only these (default: enabled ones)")
     p.add_argument("--spec", type=_json_arg, help="one download spec {url|hf, sha256} (JSON), with --out")
     p.add_argument("--out", help="where to store the --spec download")
     p.set_defaults(func=cmd_fetch_checkpoint)

@@ -5,7 +5,7 @@ workflow, which expands its jobs from it). It is typed here, with its one reader
 (:func:`read_plan`) and writer (:func:`write_plan`), so no stage reads it by string keys.
 
 - a *segment shard* is a list of unique image ids, segmented by one job per segmenter into
-  ``<results>/segment/<dataset>/<segmenter>/shard-<k>.parquet``;
+  ``<results>/segment/<dataset>/<segmenter>/`` (``MASK_CACHE``);
 - a *release shard* is the rows of one split rendered into one Parquet file of the release,
   with the segment shards holding its masks and the earlier release shards whose views it copies.
 """
@@ -20,6 +20,16 @@ from .atomic import write_json
 
 #: Name of the plan file in an ingest folder.
 PLAN_FILE = "plan.json"
+#: A segment shard's mask cache, in ``<results>/segment/<dataset>/<segmenter>/``: ``{shard}`` is
+#: the shard's index in five digits (the workflow's ``{shard}`` wildcard).
+MASK_CACHE = "shard-{shard}.parquet"
+#: Every mask cache of a folder.
+MASK_CACHE_GLOB = MASK_CACHE.format(shard="*")
+
+
+def mask_cache_name(index: int) -> str:
+    """File name of segment shard ``index``'s mask cache."""
+    return MASK_CACHE.format(shard=f"{index:05d}")
 
 
 class PlanError(ValueError):
@@ -129,4 +139,4 @@ def write_plan(path: str | Path, plan: Plan) -> None:
     write_json(path, plan.to_dict())
 
 
-__all__ = ["Plan", "ReleaseShard", "PlanError", "PLAN_FILE", "read_plan", "write_plan"]
+__all__ = ["MASK_CACHE", "MASK_CACHE_GLOB", "PLAN_FILE", "Plan", "PlanError", "ReleaseShard", "mask_cache_name", "read_plan", "write_plan"]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..plan import PLAN_FILE, Plan, read_plan
+from ..plan import MASK_CACHE_GLOB, PLAN_FILE, Plan, mask_cache_name, read_plan
 
 DATASET = "vqa_rad"
 
@@ -134,7 +134,7 @@ def segment_stage(spec: dict) -> dict:
     device = spec["device"]
     for k in range(len(plan.segment_shards)):
         t0 = time.perf_counter()
-        stats = segment_job(plan, k, records, spec["family"], segmenter_cfg(spec), out / f"shard-{k:05d}.parquet", device=device)
+        stats = segment_job(plan, k, records, spec["family"], segmenter_cfg(spec), out / mask_cache_name(k), device=device)
         wall += time.perf_counter() - t0
         load += stats["model_load_seconds"]
         enc += stats["encoder"]
@@ -144,7 +144,7 @@ def segment_stage(spec: dict) -> dict:
         device = stats.get("device", device)
     masks = sum(
         sum(len(m) for m in pq.read_table(p, columns=["masks"]).column("masks").to_pylist())
-        for p in sorted(out.glob("shard-*.parquet"))
+        for p in sorted(out.glob(MASK_CACHE_GLOB))
     )
     seconds = wall - load  # model loading is reported apart: a cluster job pays it once per shard
     other = max(seconds - enc - dec, 0.0)
@@ -292,7 +292,7 @@ def render_stage(spec: dict) -> dict:
     config = spec["config"]
     plan, records = plan_and_records(spec)
     caches, infos = open_mask_caches(
-        {family: sorted((work(spec) / "segment" / variant).glob("shard-*.parquet")) for family, variant in spec["caches"].items()}
+        {family: sorted((work(spec) / "segment" / variant).glob(MASK_CACHE_GLOB)) for family, variant in spec["caches"].items()}
     )
     config_hash = build_hash(config, DATASET)
     release = work(spec) / "release"
@@ -391,7 +391,7 @@ def release_stage(spec: dict) -> dict:
     from ..release.finalize import finalize_release
 
     plan_path = work(spec) / "ingest" / DATASET / PLAN_FILE
-    caches = sorted(str(p) for v in spec["caches"].values() for p in (work(spec) / "segment" / v).glob("shard-*.parquet"))
+    caches = sorted(str(p) for v in spec["caches"].values() for p in (work(spec) / "segment" / v).glob(MASK_CACHE_GLOB))
     release = work(spec) / "release"
     t0 = time.perf_counter()
     manifest = finalize_release(release, [plan_path], spec["config"], caches)
