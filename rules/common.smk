@@ -159,11 +159,11 @@ def segment_inputs(wildcards):
     of a shard waits for the sam job of that shard when `sam` is a prompt source)."""
     cfg = config["segment"][wildcards.segmenter]
     inputs = {}
-    target = ckpt.checkpoint_target(wildcards.segmenter, cfg, RESOURCES)
-    if target is not None:
-        if not target.is_file() and (cfg.get("checkpoint") or ckpt.download_spec(wildcards.segmenter, cfg) is None):
-            ckpt.require(target, wildcards.segmenter, cfg, RESOURCES)  # raises: says what to fetch
-        inputs["checkpoint"] = target
+    weights = ckpt.weights(wildcards.segmenter, cfg, RESOURCES)
+    if weights.kind == ckpt.LOCAL and not weights.path.is_file():
+        ckpt.require(weights.path, wildcards.segmenter, cfg, RESOURCES)  # raises unless a model folder: says what to fetch
+    if weights.kind != ckpt.PACKAGED:
+        inputs["checkpoint"] = weights.path
     for seg in stages.context_segmenters(config, wildcards.segmenter):
         inputs[f"context_{seg}"] = SEGMENT / wildcards.dataset / seg / MASK_CACHE.format(shard=wildcards.shard)
     return inputs
@@ -183,10 +183,12 @@ def checkpoint_downloads():
     that fetch their weights (no local checkpoint, no packaged weights)."""
     out = {}
     for seg in SEGMENTERS:
-        cfg = config["segment"][seg]
-        spec = None if cfg.get("checkpoint") or ckpt.uses_packaged_weights(seg, cfg) else ckpt.download_spec(seg, cfg)
-        if spec is not None:
-            out[ckpt.spec_filename(spec)] = spec
+        try:
+            weights = ckpt.weights(seg, config["segment"][seg], RESOURCES)
+        except ckpt.CheckpointError:
+            continue  # no weights known: the segment jobs' inputs say what to configure
+        if weights.kind == ckpt.DOWNLOADED:
+            out[weights.path.name] = weights.spec
     return out
 
 

@@ -101,16 +101,14 @@ def cmd_fetch_checkpoint(args) -> int:
     config = load(args.config)
     for name in args.segmenter or enabled_segmenters(config):
         cfg = config["segment"][name]
-        if checkpoints.uses_packaged_weights(name, cfg):
+        weights = checkpoints.weights(name, cfg, config["resources"])
+        if weights.kind == checkpoints.PACKAGED:
             print(f"segment.{name}: weights ship with an installed package; nothing to fetch")
-            continue
-        target = checkpoints.checkpoint_target(name, cfg, config["resources"])
-        spec = None if cfg.get("checkpoint") else checkpoints.download_spec(name, cfg)
-        if spec is None:
-            checkpoints.require(target, name, cfg, config["resources"])
-            print(f"segment.{name}: local checkpoint {target}")
-            continue
-        print(f"segment.{name}: {target} sha256 {checkpoints.fetch(spec, target)}")
+        elif weights.kind == checkpoints.LOCAL:
+            checkpoints.require(weights.path, name, cfg, config["resources"])
+            print(f"segment.{name}: local checkpoint {weights.path}")
+        else:
+            print(f"segment.{name}: {weights.path} sha256 {checkpoints.fetch(weights.spec, weights.path)}")
     return 0
 
 
