@@ -13,7 +13,7 @@ from loclens.config import ConfigError, dataset_source
 from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
 from loclens.ingest import download_origin, downloaded_into_resources, source_root
-from loclens.plan import MASK_CACHE, mask_cache_name, read_plan
+from loclens.plan import MASK_CACHE, PLAN_FILE, RECORDS_FILE, REJECTS_FILE, mask_cache_name, read_plan
 from loclens.schema import SEGMENTERS as SEGMENTER_NAMES
 from loclens.sources import source_spec
 from loclens.segment import checkpoints as ckpt

@@ -5,8 +5,8 @@
 rule segment:
     input:
         unpack(segment_inputs),
-        records=INGEST / "{dataset}" / "records.jsonl",
-        plan=INGEST / "{dataset}" / "plan.json",
+        records=INGEST / "{dataset}" / RECORDS_FILE,
+        plan=INGEST / "{dataset}" / PLAN_FILE,
     output:
         SEGMENT / "{dataset}" / "{segmenter}" / MASK_CACHE,
     params:

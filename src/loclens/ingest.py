@@ -17,7 +17,7 @@ from .atomic import write_jsonl
 from .config import dataset_source
 from .download import read_origin
 from .localization import count_rules, count_tags, tag_qa
-from .plan import PLAN_FILE, Plan, ReleaseShard, write_plan
+from .plan import PLAN_FILE, RECORDS_FILE, REJECTS_FILE, Plan, ReleaseShard, write_plan
 from .sources import Reject, read_source, source_spec
 from .sources.base import ImageRecord
 from .sources.sample import generate_sample
@@ -164,8 +164,8 @@ def run_ingest(dataset: str, config: dict, out_dir) -> Plan:
     plan.localization = count_tags(rows)
     plan.localization_rules = count_rules(rows)
     out = Path(out_dir)
-    write_jsonl(out / "records.jsonl", rows)
-    write_jsonl(out / "rejects.jsonl", [r.to_dict() for r in rejects])
+    write_jsonl(out / RECORDS_FILE, rows)
+    write_jsonl(out / REJECTS_FILE, [r.to_dict() for r in rejects])
     write_plan(out / PLAN_FILE, plan)
     return plan
 

@@ -18,8 +18,12 @@ from pathlib import Path
 
 from .atomic import write_json
 
-#: Name of the plan file in an ingest folder.
+#: Files of an ingest folder (``<results>/ingest/<dataset>/``): the plan; the release rows (one
+#: JSON line per image and split, with that split's QA); every input record or image left out,
+#: with the reason.
 PLAN_FILE = "plan.json"
+RECORDS_FILE = "records.jsonl"
+REJECTS_FILE = "rejects.jsonl"
 #: A segment shard's mask cache, in ``<results>/segment/<dataset>/<segmenter>/``: ``{shard}`` is
 #: the shard's index in five digits (the workflow's ``{shard}`` wildcard).
 MASK_CACHE = "shard-{shard}.parquet"
@@ -139,4 +143,4 @@ def write_plan(path: str | Path, plan: Plan) -> None:
     write_json(path, plan.to_dict())
 
 
-__all__ = ["MASK_CACHE", "MASK_CACHE_GLOB", "PLAN_FILE", "Plan", "PlanError", "ReleaseShard", "mask_cache_name", "read_plan", "write_plan"]
+__all__ = ["MASK_CACHE", "MASK_CACHE_GLOB", "PLAN_FILE", "RECORDS_FILE", "REJECTS_FILE", "Plan", "PlanError", "ReleaseShard", "mask_cache_name", "read_plan", "write_plan"]

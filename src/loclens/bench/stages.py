@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..plan import MASK_CACHE_GLOB, PLAN_FILE, Plan, mask_cache_name, read_plan
+from ..plan import MASK_CACHE_GLOB, PLAN_FILE, RECORDS_FILE, Plan, mask_cache_name, read_plan
 
 DATASET = "vqa_rad"
 
@@ -47,7 +47,7 @@ def work(spec: dict) -> Path:
 
 def plan_and_records(spec: dict) -> tuple[Plan, Path]:
     folder = work(spec) / "ingest" / DATASET
-    return read_plan(folder / PLAN_FILE), folder / "records.jsonl"
+    return read_plan(folder / PLAN_FILE), folder / RECORDS_FILE
 
 
 def segmenter_cfg(spec: dict) -> dict:

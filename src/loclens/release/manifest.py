@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from ..accounting import dataset_accounting, read_rejects
 from ..atomic import copy_file, write_json
 from ..ingest import read_jsonl
-from ..plan import Plan
+from ..plan import RECORDS_FILE, REJECTS_FILE, Plan
 from ..provenance import sha256_file
 
 MANIFEST = "manifest.json"
@@ -47,7 +47,7 @@ def _planned_qids(records_path: Path) -> dict[tuple[str, str], list[str]]:
 
 def dataset_entry(release_dir: Path, plan: Plan, ingest_dir: Path, split_protocol: dict) -> dict:
     """Manifest entry of one dataset; copies its rejects report into the release."""
-    planned = _planned_qids(ingest_dir / "records.jsonl")
+    planned = _planned_qids(ingest_dir / RECORDS_FILE)
     splits: dict[str, dict] = {}
     for shard in plan.release_shards:
         qids = [q for iid in shard.image_ids for q in planned.get((shard.split, iid), [])]
@@ -57,7 +57,7 @@ def dataset_entry(release_dir: Path, plan: Plan, ingest_dir: Path, split_protoco
         split["shards"].append(entry)
     rejects_file = f"{REJECTS_DIR}/{plan.dataset}.jsonl"
     target = release_dir / rejects_file
-    copy_file(ingest_dir / "rejects.jsonl", target)
+    copy_file(ingest_dir / REJECTS_FILE, target)
     return {
         "source": plan.source,
         "origin": plan.origin,
