@@ -24,13 +24,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ..schema import BLEND_KINDS, MASK_SOURCES, MASKED_VIEW, SEGMENTERS
+from ..schema import BLEND_KINDS, MASK_SOURCES, MASKED_VIEW, SEGMENTERS, SOURCE_LABELS
 
 #: Lens sources in canonical order (a cell's name lists them in this order).
 LENS_SOURCES = SEGMENTERS + ("expert",)
 assert set(LENS_SOURCES) == set(MASK_SOURCES)
 #: How the paper's tables name each lens source.
-LENS_LABELS = {"sam": "SAM", "medsam": "MedSAM", "expert": "Mask"}
+LENS_LABELS = SOURCE_LABELS
 NO_LENS = "none"
 PHASE1_LOSSES = ("dcl", "infonce")
 SHUFFLE = {True: "on", False: "off"}
