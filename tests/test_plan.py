@@ -71,3 +71,16 @@ def test_unknown_shards_are_refused_with_the_plan_named():
         plan.release_shard("test-00000-of-00001.parquet")
     with pytest.raises(PlanError, match="1 segment shards, not shard 3"):
         plan.segment_shard(3)
+
+
+def test_records_are_read_and_written_by_one_reader_that_names_a_bad_line(tmp_path):
+    from loclens.ingest import RECORD_KEYS, read_records, shard_rows, write_records
+
+    row = {k: None for k in RECORD_KEYS} | {"image_id": "a", "split": "train", "qa": []}
+    write_records(tmp_path / "records.jsonl", [row, {**row, "image_id": "b", "split": "test"}])
+    assert [r["image_id"] for r in shard_rows(tmp_path / "records.jsonl", ["b"], "test")] == ["b"]
+    with pytest.raises(ValueError, match="has keys"):
+        write_records(tmp_path / "x.jsonl", [{**row, "extra_key": 1}])
+    (tmp_path / "records.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({"image_id": "c"}) + "\n")
+    with pytest.raises(ValueError, match=r"records.jsonl:2: not a loclens record \(missing \["):
+        read_records(tmp_path / "records.jsonl")

@@ -10,7 +10,7 @@ Writes, under ``<results>/ingest/<dataset>/``:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from .atomic import write_jsonl
@@ -164,7 +164,7 @@ def run_ingest(dataset: str, config: dict, out_dir) -> Plan:
     plan.localization = count_tags(rows)
     plan.localization_rules = count_rules(rows)
     out = Path(out_dir)
-    write_jsonl(out / RECORDS_FILE, rows)
+    write_records(out / RECORDS_FILE, rows)
     write_jsonl(out / REJECTS_FILE, [r.to_dict() for r in rejects])
     write_plan(out / PLAN_FILE, plan)
     return plan
@@ -175,11 +175,34 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+#: Keys of a release record (a line of records.jsonl): the image's ``ImageRecord`` fields (its
+#: ``qa`` those of one split) and the split.
+RECORD_KEYS = frozenset({f.name for f in fields(ImageRecord)} | {"split"})
+
+
+def write_records(path, rows: list[dict]) -> None:
+    """Write records.jsonl (the release rows the segment and render stages read)."""
+    for row in rows:
+        if set(row) != RECORD_KEYS:
+            raise ValueError(f"{path}: a record of {row.get('image_id')!r} has keys {sorted(row)}, not {sorted(RECORD_KEYS)}")
+    write_jsonl(path, rows)
+
+
+def read_records(path) -> list[dict]:
+    """Read records.jsonl; a line that is not a record is an error naming the file and line."""
+    rows = read_jsonl(path)
+    for line, row in enumerate(rows, 1):
+        missing = RECORD_KEYS - set(row) if isinstance(row, dict) else RECORD_KEYS
+        if missing:
+            raise ValueError(f"{path}:{line}: not a loclens record (missing {sorted(missing)}); re-run the ingest")
+    return rows
+
+
 def shard_rows(records_path, image_ids: list[str] | None = None, split: str | None = None) -> list[dict]:
     """Rows of ``records.jsonl`` restricted to a shard's images (and split)."""
     wanted = None if image_ids is None else set(image_ids)
     return [
-        r for r in read_jsonl(records_path)
+        r for r in read_records(records_path)
         if (wanted is None or r["image_id"] in wanted) and (split is None or r["split"] == split)
     ]
 
@@ -193,4 +216,4 @@ def check_accounting(plan: Plan) -> None:
         )
 
 
-__all__ = ["run_ingest", "ensure_sample", "source_root", "download_origin", "unpack_dir", "make_plan", "shard_name", "shard_rows", "read_jsonl", "check_accounting"]
+__all__ = ["run_ingest", "ensure_sample", "source_root", "download_origin", "unpack_dir", "make_plan", "shard_name", "shard_rows", "read_jsonl", "read_records", "write_records", "RECORD_KEYS", "check_accounting"]

@@ -60,9 +60,9 @@ def segmenter_cfg(spec: dict) -> dict:
 
 
 def unique_rows(records: Path, limit: int | None = None) -> list[dict]:
-    from ..ingest import read_jsonl
+    from ..ingest import read_records
 
-    rows = sorted({r["image_id"]: r for r in read_jsonl(records)}.values(), key=lambda r: r["image_id"])
+    rows = sorted({r["image_id"]: r for r in read_records(records)}.values(), key=lambda r: r["image_id"])
     return rows[:limit] if limit else rows
 
 

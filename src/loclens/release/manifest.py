@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from ..accounting import dataset_accounting, read_rejects
 from ..atomic import copy_file, write_json
-from ..ingest import read_jsonl
+from ..ingest import read_records
 from ..plan import RECORDS_FILE, REJECTS_FILE, Plan
 from ..provenance import sha256_file
 
@@ -42,7 +42,7 @@ def shard_entry(release_dir: Path, relative: str, expected_qids: list[str] | Non
 
 def _planned_qids(records_path: Path) -> dict[tuple[str, str], list[str]]:
     """(split, image_id) -> qids the ingest assigned to that release row."""
-    return {(r["split"], r["image_id"]): [q["qid"] for q in r["qa"]] for r in read_jsonl(records_path)}
+    return {(r["split"], r["image_id"]): [q["qid"] for q in r["qa"]] for r in read_records(records_path)}
 
 
 def dataset_entry(release_dir: Path, plan: Plan, ingest_dir: Path, split_protocol: dict) -> dict:
