@@ -39,6 +39,7 @@ def test_plan_json_has_the_keys_every_stage_reads_and_reads_back_equal(tmp_path)
 
 def test_written_plan_is_byte_identical_after_a_read_write_round_trip(tmp_path):
     from conftest import small_config
+
     from loclens.ingest import ensure_sample
 
     config = small_config(tmp_path, release={"rows_per_shard": 2}, segment={"images_per_shard": 2})

@@ -6,9 +6,9 @@ these, so how a job picks its rows, its masks and the views it copies is written
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Iterator
 
 from .ingest import shard_rows
 from .plan import Plan, ReleaseShard
