@@ -13,6 +13,8 @@ from loclens.config import ConfigError, dataset_source
 from loclens.config import validate as check_config
 from loclens.download import RECORD as DOWNLOAD_RECORD
 from loclens.ingest import download_origin, downloaded_into_resources, source_root
+from loclens.plan import MASK_CACHE, PLAN_FILE, RECORDS_FILE, REJECTS_FILE, mask_cache_name, read_plan
+from loclens.schema import SEGMENTERS as SEGMENTER_NAMES
 from loclens.sources import source_spec
 from loclens.segment import checkpoints as ckpt
 from loclens.evaluate import grid
@@ -45,7 +47,7 @@ LOGS = RESULTS / "logs"
 EXPERIMENTS = RESULTS / "experiments"
 EVALUATION = RESULTS / "evaluation"
 # One trained model of the ablation grid: a cell (lens sources, phase-1 loss, pixel shuffle) and a seed.
-RUN = "lens-{lens}/p1-{loss}/shuffle-{shuffle}/seed-{seed}"
+RUN = grid.RUN_FOLDER
 TRAIN = RESULTS / "train"
 DATASETS = sorted(config["datasets"])
 SEGMENTERS = stages.enabled_segmenters(config)
@@ -56,16 +58,13 @@ for _segmenter in SEGMENTERS:
 
 wildcard_constraints:
     dataset="[A-Za-z0-9_]+",
-    segmenter="sam|medsam",
+    segmenter="|".join(SEGMENTER_NAMES),
     shard="[0-9]{5}",
     split="[A-Za-z0-9_]+",
     index="[0-9]{5}",
     total="[0-9]{5}",
     filename="[^/]+",
-    lens=r"none|(sam|medsam|expert)(\+(sam|medsam|expert))*",
-    loss="dcl|infonce",
-    shuffle="on|off",
-    seed="[0-9]+",
+    **grid.wildcard_patterns(),
 
 
 def as_json(obj):
@@ -95,29 +94,25 @@ def download_targets():
 
 def plan_of(dataset):
     """The ingest plan; reading it makes the DAG wait for the ingest checkpoint."""
-    with open(checkpoints.ingest.get(dataset=dataset).output.plan) as fh:
-        return json.load(fh)
+    return read_plan(checkpoints.ingest.get(dataset=dataset).output.plan)
 
 
 def segment_caches(dataset, shard_indices, segmenter):
-    return [SEGMENT / dataset / segmenter / f"shard-{k:05d}.parquet" for k in shard_indices]
+    return [SEGMENT / dataset / segmenter / mask_cache_name(k) for k in shard_indices]
 
 
 def release_shard(wildcards):
     name = f"{wildcards.dataset}/{wildcards.split}-{wildcards.index}-of-{wildcards.total}.parquet"
-    for shard in plan_of(wildcards.dataset)["release_shards"]:
-        if shard["file"] == name:
-            return shard
-    raise ValueError(f"{name} is not a shard of the current plan")
+    return plan_of(wildcards.dataset).release_shard(name)
 
 
 def render_masks(wildcards):
     shard = release_shard(wildcards)
-    return {s: segment_caches(wildcards.dataset, shard["segment_shards"], s) for s in SEGMENTERS}
+    return {s: segment_caches(wildcards.dataset, shard.segment_shards, s) for s in SEGMENTERS}
 
 
 def render_views_from(wildcards):
-    return [RELEASE / f for f in release_shard(wildcards).get("views_from", {})]
+    return [RELEASE / f for f in release_shard(wildcards).views_from]
 
 
 def render_masks_args(wildcards):
@@ -129,11 +124,11 @@ def render_masks_args(wildcards):
 
 
 def all_release_shards(wildcards):
-    return [RELEASE / s["file"] for d in DATASETS for s in plan_of(d)["release_shards"]]
+    return [RELEASE / f for d in DATASETS for f in plan_of(d).release_files]
 
 
 def dataset_release_shards(wildcards):
-    return [RELEASE / s["file"] for s in plan_of(wildcards.dataset)["release_shards"]]
+    return [RELEASE / f for f in plan_of(wildcards.dataset).release_files]
 
 
 def publish_args(wildcards):
@@ -152,7 +147,7 @@ def publish_args(wildcards):
 def all_segment_caches(wildcards):
     out = []
     for d in DATASETS:
-        n = len(plan_of(d)["segment_shards"])
+        n = len(plan_of(d).segment_shards)
         for s in SEGMENTERS:
             out.extend(segment_caches(d, range(n), s))
     return out
@@ -164,13 +159,13 @@ def segment_inputs(wildcards):
     of a shard waits for the sam job of that shard when `sam` is a prompt source)."""
     cfg = config["segment"][wildcards.segmenter]
     inputs = {}
-    target = ckpt.checkpoint_target(wildcards.segmenter, cfg, RESOURCES)
-    if target is not None:
-        if not target.is_file() and (cfg.get("checkpoint") or ckpt.download_spec(wildcards.segmenter, cfg) is None):
-            ckpt.require(target, wildcards.segmenter, cfg, RESOURCES)  # raises: says what to fetch
-        inputs["checkpoint"] = target
+    weights = ckpt.weights(wildcards.segmenter, cfg, RESOURCES)
+    if weights.kind == ckpt.LOCAL and not weights.path.is_file():
+        ckpt.require(weights.path, wildcards.segmenter, cfg, RESOURCES)  # raises unless a model folder: says what to fetch
+    if weights.kind != ckpt.PACKAGED:
+        inputs["checkpoint"] = weights.path
     for seg in stages.context_segmenters(config, wildcards.segmenter):
-        inputs[f"context_{seg}"] = SEGMENT / wildcards.dataset / seg / f"shard-{wildcards.shard}.parquet"
+        inputs[f"context_{seg}"] = SEGMENT / wildcards.dataset / seg / MASK_CACHE.format(shard=wildcards.shard)
     return inputs
 
 
@@ -188,10 +183,12 @@ def checkpoint_downloads():
     that fetch their weights (no local checkpoint, no packaged weights)."""
     out = {}
     for seg in SEGMENTERS:
-        cfg = config["segment"][seg]
-        spec = None if cfg.get("checkpoint") or ckpt.uses_packaged_weights(seg, cfg) else ckpt.download_spec(seg, cfg)
-        if spec is not None:
-            out[ckpt.spec_filename(spec)] = spec
+        try:
+            weights = ckpt.weights(seg, config["segment"][seg], RESOURCES)
+        except ckpt.CheckpointError:
+            continue  # no weights known: the segment jobs' inputs say what to configure
+        if weights.kind == ckpt.DOWNLOADED:
+            out[weights.path.name] = weights.spec
     return out
 
 

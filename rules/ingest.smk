@@ -20,9 +20,9 @@ checkpoint ingest:
     input:
         ingest_input,
     output:
-        records=INGEST / "{dataset}" / "records.jsonl",
-        rejects=INGEST / "{dataset}" / "rejects.jsonl",
-        plan=INGEST / "{dataset}" / "plan.json",
+        records=INGEST / "{dataset}" / RECORDS_FILE,
+        rejects=INGEST / "{dataset}" / REJECTS_FILE,
+        plan=INGEST / "{dataset}" / PLAN_FILE,
     params:
         settings=lambda w: as_json(stages.ingest_settings(config, w.dataset)),
         out=lambda w: INGEST / w.dataset,

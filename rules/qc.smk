@@ -7,7 +7,7 @@ rule validate:
         manifest=RELEASE / "manifest.json",
         card=RELEASE / "README.md",
         shards=all_release_shards,
-        records=expand(INGEST / "{dataset}" / "records.jsonl", dataset=DATASETS),
+        records=expand(INGEST / "{dataset}" / RECORDS_FILE, dataset=DATASETS),
     output:
         report(
             QC / "validation.json",

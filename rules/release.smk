@@ -6,9 +6,9 @@ rule release:
     input:
         shards=all_release_shards,
         masks=all_segment_caches,
-        plans=expand(INGEST / "{dataset}" / "plan.json", dataset=DATASETS),
-        rejects=expand(INGEST / "{dataset}" / "rejects.jsonl", dataset=DATASETS),
-        records=expand(INGEST / "{dataset}" / "records.jsonl", dataset=DATASETS),
+        plans=expand(INGEST / "{dataset}" / PLAN_FILE, dataset=DATASETS),
+        rejects=expand(INGEST / "{dataset}" / REJECTS_FILE, dataset=DATASETS),
+        records=expand(INGEST / "{dataset}" / RECORDS_FILE, dataset=DATASETS),
     output:
         manifest=RELEASE / "manifest.json",
         card=RELEASE / "README.md",

@@ -5,8 +5,8 @@
 rule render:
     input:
         unpack(render_masks),
-        records=INGEST / "{dataset}" / "records.jsonl",
-        plan=INGEST / "{dataset}" / "plan.json",
+        records=INGEST / "{dataset}" / RECORDS_FILE,
+        plan=INGEST / "{dataset}" / PLAN_FILE,
         # Shards that render views of this shard's images first (an image in two splits):
         # their rows' views are copied, not rendered again.
         views=render_views_from,

@@ -5,10 +5,10 @@
 rule segment:
     input:
         unpack(segment_inputs),
-        records=INGEST / "{dataset}" / "records.jsonl",
-        plan=INGEST / "{dataset}" / "plan.json",
+        records=INGEST / "{dataset}" / RECORDS_FILE,
+        plan=INGEST / "{dataset}" / PLAN_FILE,
     output:
-        SEGMENT / "{dataset}" / "{segmenter}" / "shard-{shard}.parquet",
+        SEGMENT / "{dataset}" / "{segmenter}" / MASK_CACHE,
     params:
         settings=lambda w: as_json(stages.segment_settings(config, w.segmenter)),
         device=config["segment"]["device"],

@@ -130,10 +130,10 @@ class BuiltRelease:
 def build_release(root: Path, config: dict, masks: list[Path] | None = None) -> BuiltRelease:
     """ingest -> segment (unless ``masks`` are given: reuse that cache) -> render -> release,
     with the same library calls the workflow's rules make."""
-    from loclens.ingest import ensure_sample, run_ingest, shard_rows
+    from loclens.ingest import ensure_sample, run_ingest
+    from loclens.plan import PLAN_FILE, mask_cache_name
     from loclens.release.finalize import finalize_release
-    from loclens.release.shards import read_mask_cache, render_shard, rendered_views
-    from loclens.segment.run import run_segment_shard
+    from loclens.shard_jobs import open_mask_caches, render_job, segment_job
     from loclens.stages import build_hash
 
     name = "sample"
@@ -142,16 +142,14 @@ def build_release(root: Path, config: dict, masks: list[Path] | None = None) -> 
     plan = run_ingest(name, config, ingest / name)
     records = ingest / name / "records.jsonl"
     if masks is None:
-        masks = [root / "results" / "segment" / name / "medsam" / f"shard-{k:05d}.parquet" for k in range(len(plan["segment_shards"]))]
-        for k, ids in enumerate(plan["segment_shards"]):
-            run_segment_shard("medsam", config["segment"]["medsam"], shard_rows(records, ids), masks[k], device="cpu")
-    caches, info = read_mask_cache(masks)
+        masks = [root / "results" / "segment" / name / "medsam" / mask_cache_name(k) for k in range(len(plan.segment_shards))]
+        for k in range(len(plan.segment_shards)):
+            segment_job(plan, k, records, "medsam", config["segment"]["medsam"], masks[k], device="cpu")
+    caches, infos = open_mask_caches({"medsam": masks})
     release = root / "results" / "release"
-    for shard in plan["release_shards"]:
-        rows = shard_rows(records, shard["image_ids"], shard["split"])
-        render_shard(rows, {"medsam": caches}, [info], config["render"], config["seed"], build_hash(config, name),
-                     release / shard["file"], rendered_views(shard, release))
-    finalize_release(release, [ingest / name / "plan.json"], config, [str(m) for m in masks])
+    for shard in plan.release_shards:
+        render_job(shard, records, caches, infos, config["render"], config["seed"], build_hash(config, name), release)
+    finalize_release(release, [ingest / name / PLAN_FILE], config, [str(m) for m in masks])
     return BuiltRelease(root, config, release, ingest, masks)
 
 

@@ -73,7 +73,7 @@ def test_ingest_accounts_for_every_record(messy_release, tmp_path):
     config = validate({"datasets": {"messy": {"source": "vqa_rad", "path": str(messy_release)}}})
     plan = run_ingest("messy", config, tmp_path / "out")
     check_accounting(plan)
-    assert plan["input_records"] == 8 and plan["released_qa"] == 2 and plan["rejected_qa"] == 6
+    assert plan.input_records == 8 and plan.released_qa == 2 and plan.rejected_qa == 6
     rejects = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert all(r["reason"] and r["source_file"] for r in rejects)
     rows = read_jsonl(tmp_path / "out" / "records.jsonl")

@@ -202,7 +202,7 @@ def test_plan_copies_views_of_an_image_in_two_splits_from_the_first_shard_that_r
 
     rows = [{"image_id": i, "split": s} for s, ids in (("train", "abcd"), ("test", "bce")) for i in ids]
     plan = make_plan("x", rows, images_per_shard=2, rows_per_shard=2)
-    views_from = {s["file"]: s["views_from"] for s in plan["release_shards"]}
+    views_from = {s.file: s.views_from for s in plan.release_shards}
     # Splits are planned in name order: test renders b, c, e; train copies b and c.
     assert views_from == {
         "x/test-00000-of-00002.parquet": {},
@@ -221,7 +221,7 @@ def test_rendered_views_reads_each_row_group_once_and_returns_the_rows_fields(tm
     reads = []
     original = pq.ParquetFile.read_row_group
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, g, **kw: reads.append((g, tuple(kw.get("columns") or ()))) or original(self, g, **kw))
-    views = shards.rendered_views({"views_from": {path.name: wanted}}, tmp_path)
+    views = shards.rendered_views({path.name: wanted}, tmp_path)
     reads.clear()  # the index read only image_id
     by_id = {r["image_id"]: r for r in pq.read_table(path).to_pylist()}  # as stored (float32 scores)
     for image_id in wanted:
@@ -239,4 +239,4 @@ def test_rendered_views_names_the_shard_that_lacks_a_planned_image(tmp_path):
     path = tmp_path / "test-00000-of-00001.parquet"
     shards.write_shard(path, iter([_row(0)]))
     with pytest.raises(ValueError, match=r"test-00000-of-00001\.parquet: .*'id9999'.*re-render"):
-        shards.rendered_views({"views_from": {path.name: ["id0000", "id9999"]}}, tmp_path)
+        shards.rendered_views({path.name: ["id0000", "id9999"]}, tmp_path)

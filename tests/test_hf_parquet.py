@@ -71,7 +71,7 @@ def test_ingest_tags_by_keywords_and_accounts_for_every_row(hub_copy, tmp_path):
     config = validate({"datasets": {"pathvqa": {"source": "hf_parquet", "path": str(hub_copy)}}, "resources": str(tmp_path / "res")})
     plan = run_ingest("pathvqa", config, tmp_path / "out")
     check_accounting(plan)
-    assert plan["input_records"] == 6 and plan["rejected_qa"] == 2
+    assert plan.input_records == 6 and plan.rejected_qa == 2
     rows = read_jsonl(tmp_path / "out" / "records.jsonl")
     tags = {qa["question"]: (qa["localization"], qa["localization_rule"]) for r in rows for qa in r["qa"]}
     assert tags["Where is the lesion?"] == (["positioning"], "keyword:where")
@@ -79,7 +79,7 @@ def test_ingest_tags_by_keywords_and_accounts_for_every_row(hub_copy, tmp_path):
     assert tags["What modality is this?"] == ([], None)
     assert json.loads(rows[0]["qa"][0]["extra"])  # other columns kept verbatim
     assert {r["split"] for r in rows} == {"train", "test"}
-    assert plan["localization"]["test"]["anatomical"] == 1
+    assert plan.localization["test"]["anatomical"] == 1
 
 
 def test_column_names_are_configurable_and_checked(hub_copy, tmp_path):

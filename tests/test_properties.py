@@ -86,7 +86,7 @@ def test_every_record_is_released_or_rejected(records, raw_bytes):
         rejects = read_jsonl(Path(tmp) / "out" / "rejects.jsonl")
         released = [qa["qid"] for row in rows for qa in row["qa"]]
         qa_rejects = [r for r in rejects if r["kind"] == "qa"]
-        assert plan["input_records"] == len(records) == len(released) + len(qa_rejects)
+        assert plan.input_records == len(records) == len(released) + len(qa_rejects)
         assert len(set(released)) == len(released), "a qid released twice"
         assert all(r["reason"] and r["source_file"] for r in rejects)
         assert all(row["source_file"].startswith(IMAGE_DIR + "/") for row in rows)  # nothing from outside

@@ -4,6 +4,7 @@ together in tests/test_reliability_workflow.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -22,9 +23,9 @@ from loclens.config import ConfigError, validate
 from loclens.imageio import MAX_PIXELS, ImageError, load_rgb, probe
 from loclens.ingest import read_jsonl, run_ingest
 from loclens.release.finalize import finalize_release
-from loclens.release.shards import render_shard
 from loclens.segment.prompts import Prompt
 from loclens.segment.run import load_with_prompts, mask_entries
+from loclens.shard_jobs import render_job
 from loclens.sources import read_source
 from loclens.sources.base import Reject, safe_join
 from loclens.sources.vqa_rad import IMAGE_DIR, JSON_NAME
@@ -58,8 +59,8 @@ def test_ingest_reports_are_valid_utf8_and_account_for_everything(messy, tmp_pat
     root, exp = messy
     config = validate({"datasets": {"messy": {"source": "vqa_rad", "path": str(root)}}})
     plan = run_ingest("messy", config, tmp_path)
-    assert plan["input_records"] == exp.input_records
-    assert plan["released_qa"] + plan["rejected_qa"] == exp.input_records
+    assert plan.input_records == exp.input_records
+    assert plan.released_qa + plan.rejected_qa == exp.input_records
     raw = (tmp_path / "rejects.jsonl").read_bytes().decode("utf-8")  # strict: must be UTF-8
     rejects = [json.loads(line) for line in raw.splitlines()]
     # The undecodable byte is shown escaped in the report, not lost and not crashing it.
@@ -253,9 +254,8 @@ def small_release(messy, tmp_path_factory):
     config = validate({"datasets": {"messy": {"source": "vqa_rad", "path": str(root)}}, "limit_images": 3})
     plan = run_ingest("messy", config, work / "ingest")
     release = work / "release"
-    for shard in plan["release_shards"]:
-        rows = [r for r in read_jsonl(work / "ingest" / "records.jsonl") if r["split"] == shard["split"] and r["image_id"] in shard["image_ids"]]
-        render_shard(rows, {}, [], config["render"], config["seed"], "h", release / shard["file"])
+    for shard in plan.release_shards:
+        render_job(shard, work / "ingest" / "records.jsonl", {}, [], config["render"], config["seed"], "h", release)
     (release / "messy" / f"{atomic.TMP_PREFIX}train-00000-of-00001.parquet.abc").write_bytes(b"half")
     manifest = finalize_release(release, [work / "ingest" / "plan.json"], config, [])
     return release, manifest, plan
@@ -304,7 +304,7 @@ def test_release_refuses_a_plan_that_does_not_match_its_shards(small_release, tm
     release, _, plan = small_release
     with pytest.raises(RuntimeError, match="shards hold"):
         accounting.dataset_accounting(
-            release, {**plan, "released_qa": plan["released_qa"] + 1}, accounting.read_rejects(release / "rejects" / "messy.jsonl")
+            release, dataclasses.replace(plan, released_qa=plan.released_qa + 1), accounting.read_rejects(release / "rejects" / "messy.jsonl")
         )
 
 

@@ -142,14 +142,14 @@ def test_release_is_byte_identical_with_and_without_workers(tmp_path):
     layouts = {"in-process": {"workers": 0}, "workers": {"workers": 2}, "device-rle": {"workers": 2, "post_on_device": True}}
     for name, kwargs in layouts.items():
         caches, masks[name] = [], []
-        for k, ids in enumerate(plan["segment_shards"]):
+        for k, ids in enumerate(plan.segment_shards):
             results = segment_images(seg, shard_rows(records, ids), cfg, progress=False, **kwargs)
             masks[name] += [r["masks"] for r in results]
             caches.append(tmp_path / name / f"shard-{k:05d}.parquet")
             write_masks(caches[-1], results, segmenter_info(seg, cfg))
         release = build_release(tmp_path, config, masks=caches).release
         shards[name] = {str(p.relative_to(release)): p.read_bytes() for p in sorted(release.rglob("*.parquet"))}
-    rows = [r for ids in plan["segment_shards"] for r in shard_rows(records, ids)]
+    rows = [r for ids in plan.segment_shards for r in shard_rows(records, ids)]
     assert masks["in-process"] == _old_path(seg, rows, cfg)
     assert sum(len(m) for m in masks["in-process"]) > 0 and shards["in-process"]
     assert masks["workers"] == masks["device-rle"] == masks["in-process"]

@@ -138,10 +138,10 @@ def test_ingest_keeps_english_by_default_and_tags_localization(trees, tmp_path):
     assert all(qa["localization"] == ["positioning"] and qa["localization_rule"] == "slake:question_type=Position" for qa in position)
     assert all(qa["localization"] == [] and qa["localization_rule"] is None for qa in qas if qa not in organ + position)
     totals = collections.Counter()
-    for counts in plan["localization"].values():
+    for counts in plan.localization.values():
         totals.update(counts)
     assert totals["anatomical"] == len(organ) == len(IMAGES) and totals["positioning"] == len(position) == len(IMAGES)
-    assert plan["localization_rules"]["slake:question_type=Organ"] == len(IMAGES)
+    assert plan.localization_rules["slake:question_type=Organ"] == len(IMAGES)
 
 
 def test_chinese_selectable_and_grouped_split_keeps_each_image_in_one_split(trees, tmp_path):

@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .plan import Plan
+
 
 def released_qa(release_dir: Path, shard_files: list[str]) -> int:
     """QA records in the release shards (the lengths of the ``qa`` lists)."""
@@ -52,19 +54,19 @@ def summarise_rejects(rejects: list[dict]) -> dict:
     }
 
 
-def dataset_accounting(release_dir: Path, plan: dict, rejects: list[dict]) -> dict:
+def dataset_accounting(release_dir: Path, plan: Plan, rejects: list[dict]) -> dict:
     """The manifest's accounting entry of one dataset; raise if records were lost."""
-    shard_files = [s["file"] for s in plan["release_shards"]]
+    shard_files = plan.release_files
     summary = summarise_rejects(rejects)
     entry = {
-        "input_records": plan["input_records"],
+        "input_records": plan.input_records,
         "released_qa": released_qa(release_dir, shard_files),
         **summary,
     }
-    problems = balance_problems(plan["dataset"], entry)
-    if entry["released_qa"] != plan["released_qa"]:
+    problems = balance_problems(plan.dataset, entry)
+    if entry["released_qa"] != plan.released_qa:
         problems.append(
-            f"{plan['dataset']}: the plan releases {plan['released_qa']} QA records but the shards hold {entry['released_qa']}"
+            f"{plan.dataset}: the plan releases {plan.released_qa} QA records but the shards hold {entry['released_qa']}"
         )
     if problems:
         raise RuntimeError("; ".join(problems))

@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .schema import SEGMENTERS
+
 log = logging.getLogger("loclens")
 
 
@@ -33,17 +35,16 @@ def cmd_ingest(args) -> int:
     config = validate(args.settings, source="--settings")
     plan = run_ingest(args.dataset, config, args.out)
     check_accounting(plan)
-    n_rows = sum(len(s["image_ids"]) for s in plan["release_shards"])
     print(
-        f"{args.dataset}: {n_rows} rows, {plan['released_qa']} QA released, {plan['rejected_qa']} rejected "
-        f"(of {plan['input_records']}), {len(plan['segment_shards'])} segment shards"
+        f"{args.dataset}: {plan.rows} rows, {plan.released_qa} QA released, {plan.rejected_qa} rejected "
+        f"(of {plan.input_records}), {len(plan.segment_shards)} segment shards"
     )
-    for split, counts in plan["localization"].items():
+    for split, counts in plan.localization.items():
         print(
             f"{args.dataset} {split}: {counts['qa']} QA, {counts['anatomical']} anatomical, "
             f"{counts['positioning']} positioning, {counts['localization']} with either"
         )
-    print(f"{args.dataset} localization rules: {json.dumps(plan['localization_rules'])}")
+    print(f"{args.dataset} localization rules: {json.dumps(plan.localization_rules)}")
     return 0
 
 
@@ -57,33 +58,29 @@ def cmd_download(args) -> int:
 
 def _mask_caches(specs: list[str] | None) -> tuple[dict, list[dict]]:
     """``SEGMENTER=cache1,cache2`` arguments -> segmenter -> image_id -> masks (and provenance)."""
-    from .release.shards import read_mask_cache
+    from .shard_jobs import open_mask_caches
 
-    caches, infos = {}, []
+    paths = {}
     for spec in specs or []:
-        segmenter, _, paths = spec.partition("=")
-        caches[segmenter], info = read_mask_cache([p for p in paths.split(",") if p])
-        if info:
-            infos.append(info)
-    return caches, infos
+        segmenter, _, files = spec.partition("=")
+        paths[segmenter] = [p for p in files.split(",") if p]
+    return open_mask_caches(paths)
 
 
 def cmd_segment(args) -> int:
-    from .ingest import shard_rows
+    from .config import validate_settings
+    from .plan import read_plan
     from .segment import checkpoints
-    from .segment.run import run_segment_shard
+    from .shard_jobs import segment_job
 
-    cfg = dict(args.settings)
+    cfg = validate_settings(args.settings, f"segment.{args.segmenter}", "segment", shared=("read_max_side",))
     if not checkpoints.uses_packaged_weights(args.segmenter, cfg):
         path = args.checkpoint or checkpoints.checkpoint_target(args.segmenter, cfg, args.resources)
         cfg["checkpoint"] = str(checkpoints.require(path, args.segmenter, cfg, args.resources))
     context, _ = _mask_caches(args.context_masks)
-    plan = json.loads(Path(args.plan).read_text())
-    ids = plan["segment_shards"][args.shard]
-    rows = shard_rows(args.records, ids)
-    stats = run_segment_shard(
-        args.segmenter, cfg, rows, args.out, device=args.device, context_masks=context, workers=args.workers,
-        threads=args.threads, set_torch_threads=True,
+    stats = segment_job(
+        read_plan(args.plan), args.shard, args.records, args.segmenter, cfg, args.out, device=args.device,
+        context_masks=context, workers=args.workers, threads=args.threads, set_torch_threads=True,
     )
     print(json.dumps({"shard": args.shard, **stats}))
     return 0
@@ -104,35 +101,33 @@ def cmd_fetch_checkpoint(args) -> int:
     config = load(args.config)
     for name in args.segmenter or enabled_segmenters(config):
         cfg = config["segment"][name]
-        if checkpoints.uses_packaged_weights(name, cfg):
+        weights = checkpoints.weights(name, cfg, config["resources"])
+        if weights.kind == checkpoints.PACKAGED:
             print(f"segment.{name}: weights ship with an installed package; nothing to fetch")
-            continue
-        target = checkpoints.checkpoint_target(name, cfg, config["resources"])
-        spec = None if cfg.get("checkpoint") else checkpoints.download_spec(name, cfg)
-        if spec is None:
-            checkpoints.require(target, name, cfg, config["resources"])
-            print(f"segment.{name}: local checkpoint {target}")
-            continue
-        print(f"segment.{name}: {target} sha256 {checkpoints.fetch(spec, target)}")
+        elif weights.kind == checkpoints.LOCAL:
+            checkpoints.require(weights.path, name, cfg, config["resources"])
+            print(f"segment.{name}: local checkpoint {weights.path}")
+        else:
+            print(f"segment.{name}: {weights.path} sha256 {checkpoints.fetch(weights.spec, weights.path)}")
     return 0
 
 
 def cmd_render(args) -> int:
-    from .ingest import shard_rows
-    from .release.shards import render_shard, rendered_views
+    from .config import validate_settings
+    from .plan import PlanError, read_plan
+    from .shard_jobs import render_job
 
-    plan = json.loads(Path(args.plan).read_text())
-    shard = next((s for s in plan["release_shards"] if s["file"].endswith("/" + args.shard)), None)
-    if shard is None:
-        raise SystemExit(f"{args.plan}: no release shard named {args.shard}")
-    rows = shard_rows(args.records, shard["image_ids"], shard["split"])
+    settings = validate_settings(args.settings, "render", "render")
+    try:
+        shard = read_plan(args.plan).release_shard(args.shard)
+    except PlanError as exc:
+        raise SystemExit(f"{args.plan}: {exc}") from None
     caches, infos = _mask_caches(args.masks)
     # Shards sit at <release>/<dataset>/<file>; the plan names the shards it copies views from
     # relative to <release>.
     release_dir = Path(args.release_dir) if args.release_dir else Path(args.out).parent.parent
-    rendered = rendered_views(shard, release_dir)
-    n = render_shard(rows, caches, infos, args.settings, args.seed, args.config_hash, args.out, rendered)
-    print(f"{args.out}: {n} rows ({sum(len(v) for v in shard.get('views_from', {}).values())} with views copied from earlier shards)")
+    done = render_job(shard, args.records, caches, infos, settings, args.seed, args.config_hash, release_dir, args.out)
+    print(f"{args.out}: {done.written} rows ({shard.copied_rows} with views copied from earlier shards)")
     return 0
 
 
@@ -182,11 +177,12 @@ def cmd_publish(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from .config import validate_settings
     from .evaluate.answerers import load_answerer
     from .evaluate.grid import make_cell
     from .evaluate.run import evaluate_model
 
-    settings = args.settings
+    settings = validate_settings(args.settings, "evaluate", "evaluate")
     cell = make_cell(*args.cell.split("/")) if args.cell else None
     answerer = load_answerer(args.checkpoint, device=args.device)
     run = {"cell": cell.name if cell else None, "seed": args.seed, "checkpoint": str(args.checkpoint)}
@@ -197,9 +193,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_tables(args) -> int:
+    from .config import validate_settings
     from .evaluate.run import make_tables
 
-    paths = make_tables(args.metrics, args.settings, args.out)
+    paths = make_tables(args.metrics, validate_settings(args.settings, "evaluate", "tables"), args.out)
     print("\n".join(sorted(paths.values())))
     return 0
 
@@ -340,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", required=True)
     p.add_argument("--plan", required=True)
     p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--segmenter", required=True, choices=["sam", "medsam"])
+    p.add_argument("--segmenter", required=True, choices=SEGMENTERS)
     p.add_argument("--settings", type=_json_arg, required=True, help="the segmenter's config section (JSON)")
     p.add_argument("--device", default="auto", help="auto (a free visible GPU, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--checkpoint", help="model weights (default: from the settings, see `fetch-checkpoint`)")
@@ -353,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch-checkpoint", help="download SAM / MedSAM checkpoints (sha256-verified) into resources/")
     p.add_argument("--config", default="config.yaml", help="workflow config (default: config.yaml)")
-    p.add_argument("--segmenter", action="append", choices=["sam", "medsam"], help="only these (default: enabled ones)")
+    p.add_argument("--segmenter", action="append", choices=SEGMENTERS, help="only these (default: enabled ones)")
     p.add_argument("--spec", type=_json_arg, help="one download spec {url|hf, sha256} (JSON), with --out")
     p.add_argument("--out", help="where to store the --spec download")
     p.set_defaults(func=cmd_fetch_checkpoint)

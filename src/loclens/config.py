@@ -53,24 +53,54 @@ def _check_dataset_keys(config: dict) -> list[str]:
     return problems
 
 
-def validate(config: dict, source: str = "config") -> dict:
-    """Return a validated copy of ``config`` with defaults filled; raise ConfigError otherwise."""
-    config = copy.deepcopy(config)
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema())
+def _fill_and_check(instance, sch: dict, source: str, prefix: str = "") -> None:
+    """Validate ``instance`` in place against ``sch``, filling defaults; ConfigError lists every
+    wrong key (as ``<prefix>.<path>``) at once."""
+    validator = _with_defaults(jsonschema.Draft202012Validator)(sch)
     # Two passes: defaults are inserted by the first, so nested defaults of inserted
     # objects (for example segment.medsam.otsu) are filled by the second.
     for _ in range(2):
-        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
         if errors:
             lines = []
             for err in errors:
-                where = ".".join(str(p) for p in err.path) or "<top level>"
-                lines.append(f"  {where}: {err.message}")
+                where = ".".join([prefix, *(str(p) for p in err.path)] if prefix else [str(p) for p in err.path])
+                lines.append(f"  {where or '<top level>'}: {err.message}")
             raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(lines))
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Return a validated copy of ``config`` with defaults filled; raise ConfigError otherwise."""
+    config = copy.deepcopy(config)
+    _fill_and_check(config, schema(), source)
     problems = _check_dataset_keys(config)
     if problems:
         raise ConfigError(f"{source}: invalid configuration\n" + "\n".join(problems))
     return config
+
+
+def section_schema(section: str) -> dict:
+    """The schema of one config section (``render``, ``segment.medsam``), standalone."""
+    root = schema()
+    node = root
+    for key in section.split("."):
+        node = node["properties"][key]
+    return {**copy.deepcopy(node), "$defs": root["$defs"]}
+
+
+def validate_settings(settings: dict, section: str, command: str, shared: tuple[str, ...] = ()) -> dict:
+    """A stage's ``--settings`` JSON (one config section, as the workflow passes it) validated
+    against that section of the schema, defaults filled. ``shared``: keys of the parent section
+    the stage also takes (a segmenter's settings carry ``segment.read_max_side``)."""
+    sch = section_schema(section)
+    parent = section.rsplit(".", 1)[0]
+    for key in shared:
+        sch.setdefault("properties", {})[key] = section_schema(f"{parent}.{key}")
+    if not isinstance(settings, dict):
+        raise ConfigError(f"loclens {command} --settings: must be a JSON object (the {section} section), got {type(settings).__name__}")
+    settings = copy.deepcopy(settings)
+    _fill_and_check(settings, sch, f"loclens {command} --settings ({section} section)", prefix=section)
+    return settings
 
 
 def load(path: str | Path, overrides: dict | None = None) -> dict:

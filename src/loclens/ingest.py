@@ -10,13 +10,14 @@ Writes, under ``<results>/ingest/<dataset>/``:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
-from .atomic import write_json, write_jsonl
+from .atomic import write_jsonl
 from .config import dataset_source
 from .download import read_origin
 from .localization import count_rules, count_tags, tag_qa
+from .plan import PLAN_FILE, RECORDS_FILE, REJECTS_FILE, Plan, ReleaseShard, write_plan
 from .sources import Reject, read_source, source_spec
 from .sources.base import ImageRecord
 from .sources.sample import generate_sample
@@ -93,7 +94,7 @@ def ensure_sample(name: str, dataset_cfg: dict, config: dict) -> Path:
     return generate_sample(source_root(name, dataset_cfg, config), dataset_cfg.get("n_images", 8), config["seed"])
 
 
-def make_plan(dataset: str, rows: list[dict], images_per_shard: int, rows_per_shard: int) -> dict:
+def make_plan(dataset: str, rows: list[dict], images_per_shard: int, rows_per_shard: int) -> Plan:
     image_ids = sorted({r["image_id"] for r in rows})
     segment_shards = _chunks(image_ids, images_per_shard)
     seg_of = {iid: k for k, shard in enumerate(segment_shards) for iid in shard}
@@ -105,18 +106,18 @@ def make_plan(dataset: str, rows: list[dict], images_per_shard: int, rows_per_sh
         for index, ids in enumerate(chunks):
             file = f"{dataset}/{shard_name(split, index, len(chunks))}"
             release.append(
-                {
-                    "split": split,
-                    "index": index,
-                    "total": len(chunks),
-                    "file": file,
-                    "image_ids": ids,
-                    "segment_shards": sorted({seg_of[i] for i in ids}),
-                    "views_from": _views_from(ids, rendered_in),
-                }
+                ReleaseShard(
+                    split=split,
+                    index=index,
+                    total=len(chunks),
+                    file=file,
+                    image_ids=ids,
+                    segment_shards=sorted({seg_of[i] for i in ids}),
+                    views_from=_views_from(ids, rendered_in),
+                )
             )
             rendered_in.update({i: file for i in ids if i not in rendered_in})
-    return {"dataset": dataset, "segment_shards": segment_shards, "release_shards": release}
+    return Plan(dataset=dataset, segment_shards=segment_shards, release_shards=release)
 
 
 def _views_from(ids: list[str], rendered_in: dict[str, str]) -> dict[str, list[str]]:
@@ -131,7 +132,7 @@ def _views_from(ids: list[str], rendered_in: dict[str, str]) -> dict[str, list[s
     return out
 
 
-def run_ingest(dataset: str, config: dict, out_dir) -> dict:
+def run_ingest(dataset: str, config: dict, out_dir) -> Plan:
     dataset_cfg = config["datasets"][dataset]
     root = source_root(dataset, dataset_cfg, config)
     source = dataset_source(dataset, dataset_cfg)
@@ -154,20 +155,18 @@ def run_ingest(dataset: str, config: dict, out_dir) -> dict:
         info = {k: v for k, v in asdict(image).items() if k != "qa"}
         rows.append({**info, "split": split, "qa": [qa.to_row() for qa in qas]})
     plan = make_plan(dataset, rows, config["segment"]["images_per_shard"], config["release"]["rows_per_shard"])
-    plan.update(
-        source=source,
-        root=str(root),
-        origin=read_origin(root),
-        input_records=result.input_records,
-        released_qa=sum(len(r["qa"]) for r in rows),
-        rejected_qa=sum(1 for r in rejects if r.kind == "qa"),
-        localization=count_tags(rows),
-        localization_rules=count_rules(rows),
-    )
+    plan.source = source
+    plan.root = str(root)
+    plan.origin = read_origin(root)
+    plan.input_records = result.input_records
+    plan.released_qa = sum(len(r["qa"]) for r in rows)
+    plan.rejected_qa = sum(1 for r in rejects if r.kind == "qa")
+    plan.localization = count_tags(rows)
+    plan.localization_rules = count_rules(rows)
     out = Path(out_dir)
-    write_jsonl(out / "records.jsonl", rows)
-    write_jsonl(out / "rejects.jsonl", [r.to_dict() for r in rejects])
-    write_json(out / "plan.json", plan)
+    write_records(out / RECORDS_FILE, rows)
+    write_jsonl(out / REJECTS_FILE, [r.to_dict() for r in rejects])
+    write_plan(out / PLAN_FILE, plan)
     return plan
 
 
@@ -176,22 +175,45 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+#: Keys of a release record (a line of records.jsonl): the image's ``ImageRecord`` fields (its
+#: ``qa`` those of one split) and the split.
+RECORD_KEYS = frozenset({f.name for f in fields(ImageRecord)} | {"split"})
+
+
+def write_records(path, rows: list[dict]) -> None:
+    """Write records.jsonl (the release rows the segment and render stages read)."""
+    for row in rows:
+        if set(row) != RECORD_KEYS:
+            raise ValueError(f"{path}: a record of {row.get('image_id')!r} has keys {sorted(row)}, not {sorted(RECORD_KEYS)}")
+    write_jsonl(path, rows)
+
+
+def read_records(path) -> list[dict]:
+    """Read records.jsonl; a line that is not a record is an error naming the file and line."""
+    rows = read_jsonl(path)
+    for line, row in enumerate(rows, 1):
+        missing = RECORD_KEYS - set(row) if isinstance(row, dict) else RECORD_KEYS
+        if missing:
+            raise ValueError(f"{path}:{line}: not a loclens record (missing {sorted(missing)}); re-run the ingest")
+    return rows
+
+
 def shard_rows(records_path, image_ids: list[str] | None = None, split: str | None = None) -> list[dict]:
     """Rows of ``records.jsonl`` restricted to a shard's images (and split)."""
     wanted = None if image_ids is None else set(image_ids)
     return [
-        r for r in read_jsonl(records_path)
+        r for r in read_records(records_path)
         if (wanted is None or r["image_id"] in wanted) and (split is None or r["split"] == split)
     ]
 
 
-def check_accounting(plan: dict) -> None:
-    total = plan["released_qa"] + plan["rejected_qa"]
-    if total != plan["input_records"]:
+def check_accounting(plan: Plan) -> None:
+    total = plan.released_qa + plan.rejected_qa
+    if total != plan.input_records:
         raise RuntimeError(
-            f"{plan['dataset']}: {plan['input_records']} input QA records but {plan['released_qa']} released "
-            f"+ {plan['rejected_qa']} rejected = {total}; records were lost"
+            f"{plan.dataset}: {plan.input_records} input QA records but {plan.released_qa} released "
+            f"+ {plan.rejected_qa} rejected = {total}; records were lost"
         )
 
 
-__all__ = ["run_ingest", "ensure_sample", "source_root", "download_origin", "unpack_dir", "make_plan", "shard_name", "shard_rows", "read_jsonl", "check_accounting"]
+__all__ = ["run_ingest", "ensure_sample", "source_root", "download_origin", "unpack_dir", "make_plan", "shard_name", "shard_rows", "read_jsonl", "read_records", "write_records", "RECORD_KEYS", "check_accounting"]

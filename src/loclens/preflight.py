@@ -17,7 +17,6 @@ import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlparse
 
 from .config import dataset_source
@@ -82,22 +81,22 @@ def _spec_url(spec: dict) -> str:
 
 
 def _missing_checkpoint(segmenter: str, cfg: dict, resources: str) -> Missing | None:
-    if ckpt.uses_packaged_weights(segmenter, cfg):
-        return None
     key = f"segment.{segmenter}"
     model = f"{segmenter} ({ckpt.variant(segmenter, cfg)}) checkpoint"
     manual = ckpt.MANUAL_SOURCES.get((segmenter, ckpt.variant(segmenter, cfg)), "the checkpoint for this architecture")
     spec = ckpt.download_spec(segmenter, cfg)
-    if cfg.get("checkpoint"):
-        path = Path(cfg["checkpoint"]).expanduser()
-        known = f"{ckpt.spec_filename(spec)} from {_spec_url(spec)} (sha256 {spec['sha256']})" if spec else manual
-        return None if path.exists() else Missing(key, f"{model}: {known}", f"{path} ({key}.checkpoint)")
-    if spec is None:
+    try:
+        weights = ckpt.weights(segmenter, cfg, resources)
+    except ckpt.CheckpointError:  # neither a checkpoint nor a known download
         return Missing(key, f"{model}: {manual}", f"any path, then set {key}.checkpoint to it")
-    target = Path(resources) / "checkpoints" / ckpt.spec_filename(spec)
-    if target.is_file():
+    if weights.kind == ckpt.PACKAGED:
         return None
-    return Missing(key, f"{model} {target.name} (sha256 {spec['sha256']})", str(target), _spec_url(spec))
+    if weights.kind == ckpt.LOCAL:
+        known = f"{ckpt.spec_filename(spec)} from {_spec_url(spec)} (sha256 {spec['sha256']})" if spec else manual
+        return None if weights.path.exists() else Missing(key, f"{model}: {known}", f"{weights.path} ({key}.checkpoint)")
+    if weights.path.is_file():
+        return None
+    return Missing(key, f"{model} {weights.path.name} (sha256 {spec['sha256']})", str(weights.path), _spec_url(spec))
 
 
 def missing(config: dict) -> list[Missing]:

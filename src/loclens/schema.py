@@ -18,6 +18,10 @@ BLEND_KINDS = ("unicolor", "multicolor")
 MASKED_VIEW = "masked"
 #: Mask sources that can feed the masked view, in the order the paper prefers them.
 MASK_SOURCES = ("expert",) + SEGMENTERS
+#: How the paper's tables name each mask source, and its colour in figures (Okabe-Ito palette,
+#: distinguishable with colour-vision deficiencies).
+SOURCE_LABELS = {"sam": "SAM", "medsam": "MedSAM", "expert": "Mask"}
+SOURCE_COLOURS = {"medsam": "#E69F00", "sam": "#56B4E9", "expert": "#009E73"}
 
 BLEND_VIEW_COLUMNS = tuple(f"{s}_{k}" for s in SEGMENTERS for k in BLEND_KINDS)
 VIEW_COLUMNS = BLEND_VIEW_COLUMNS + (MASKED_VIEW,)

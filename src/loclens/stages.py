@@ -4,6 +4,7 @@ affects (blend settings re-render without re-segmenting; a new seed re-splits)."
 from __future__ import annotations
 
 from .provenance import config_hash
+from .schema import SEGMENTERS
 
 
 def ingest_settings(config: dict, dataset: str) -> dict:
@@ -29,7 +30,7 @@ def segment_settings(config: dict, segmenter: str) -> dict:
 
 
 def enabled_segmenters(config: dict) -> list[str]:
-    return [name for name in ("sam", "medsam") if config["segment"][name].get("enabled", False)]
+    return [name for name in SEGMENTERS if config["segment"][name].get("enabled", False)]
 
 
 def effective_prompts(config: dict, names: list[str]) -> list[str]:

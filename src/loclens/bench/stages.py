@@ -14,10 +14,11 @@ figures are those of a real build.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Iterator
+
+from ..plan import MASK_CACHE_GLOB, PLAN_FILE, RECORDS_FILE, Plan, mask_cache_name, read_plan
 
 DATASET = "vqa_rad"
 
@@ -44,9 +45,9 @@ def work(spec: dict) -> Path:
     return Path(spec["work"])
 
 
-def plan_and_records(spec: dict) -> tuple[dict, Path]:
+def plan_and_records(spec: dict) -> tuple[Plan, Path]:
     folder = work(spec) / "ingest" / DATASET
-    return json.loads((folder / "plan.json").read_text()), folder / "records.jsonl"
+    return read_plan(folder / PLAN_FILE), folder / RECORDS_FILE
 
 
 def segmenter_cfg(spec: dict) -> dict:
@@ -59,9 +60,9 @@ def segmenter_cfg(spec: dict) -> dict:
 
 
 def unique_rows(records: Path, limit: int | None = None) -> list[dict]:
-    from ..ingest import read_jsonl
+    from ..ingest import read_records
 
-    rows = sorted({r["image_id"]: r for r in read_jsonl(records)}.values(), key=lambda r: r["image_id"])
+    rows = sorted({r["image_id"]: r for r in read_records(records)}.values(), key=lambda r: r["image_id"])
     return rows[:limit] if limit else rows
 
 
@@ -75,8 +76,13 @@ def sync(device: str) -> None:
 class TimedIter:
     """Wraps an iterator and adds up the time spent producing its items."""
 
-    def __init__(self, items: Iterator):
-        self.items, self.seconds = items, 0.0
+    def __init__(self, items: Iterator | None = None):
+        self.items, self.seconds = iter(()) if items is None else items, 0.0
+
+    def __call__(self, items: Iterator) -> TimedIter:
+        """Time ``items`` from now on (a ``wrap`` for ``shard_jobs.render_job``)."""
+        self.items = items
+        return self
 
     def __iter__(self):
         return self
@@ -108,7 +114,7 @@ def ingest_stage(spec: dict) -> dict:
     t0 = time.perf_counter()
     plan = run_ingest(DATASET, spec["config"], work(spec) / "ingest" / DATASET)
     seconds = time.perf_counter() - t0
-    n = sum(len(s) for s in plan["segment_shards"])
+    n = sum(len(s) for s in plan.segment_shards)
     return {"images": n, "seconds": seconds, "images_per_s": per(n, seconds), "s_per_image": seconds / n}
 
 
@@ -119,18 +125,16 @@ def segment_stage(spec: dict) -> dict:
     """One segment job per work shard, as the workflow runs them (the model loaded per job)."""
     import pyarrow.parquet as pq
 
-    from ..ingest import shard_rows
-    from ..segment.run import run_segment_shard
+    from ..shard_jobs import segment_job
 
     plan, records = plan_and_records(spec)
     out = work(spec) / "segment" / spec["variant"]
     wall = load = enc = dec = net_dec = 0.0
     n = 0
     device = spec["device"]
-    for k, ids in enumerate(plan["segment_shards"]):
-        rows = shard_rows(records, ids)
+    for k in range(len(plan.segment_shards)):
         t0 = time.perf_counter()
-        stats = run_segment_shard(spec["family"], segmenter_cfg(spec), rows, out / f"shard-{k:05d}.parquet", device=device)
+        stats = segment_job(plan, k, records, spec["family"], segmenter_cfg(spec), out / mask_cache_name(k), device=device)
         wall += time.perf_counter() - t0
         load += stats["model_load_seconds"]
         enc += stats["encoder"]
@@ -140,7 +144,7 @@ def segment_stage(spec: dict) -> dict:
         device = stats.get("device", device)
     masks = sum(
         sum(len(m) for m in pq.read_table(p, columns=["masks"]).column("masks").to_pylist())
-        for p in sorted(out.glob("shard-*.parquet"))
+        for p in sorted(out.glob(MASK_CACHE_GLOB))
     )
     seconds = wall - load  # model loading is reported apart: a cluster job pays it once per shard
     other = max(seconds - enc - dec, 0.0)
@@ -282,37 +286,33 @@ def decoder_gflop(segmenter, encoded, boxes) -> float:
 def render_stage(spec: dict) -> dict:
     """Render every release shard of the plan, streaming rows into the Parquet writer; the time
     spent producing rows (render) and writing them (Parquet) is split."""
-    from ..ingest import shard_rows
-    from ..release.shards import read_mask_cache, release_rows, rendered_views, write_shard
+    from ..shard_jobs import open_mask_caches, render_job
     from ..stages import build_hash
 
     config = spec["config"]
     plan, records = plan_and_records(spec)
-    caches, infos = {}, []
-    for family, variant in spec["caches"].items():
-        caches[family], info = read_mask_cache(sorted((work(spec) / "segment" / variant).glob("shard-*.parquet")))
-        if info:
-            infos.append(info)
+    caches, infos = open_mask_caches(
+        {family: sorted((work(spec) / "segment" / variant).glob(MASK_CACHE_GLOB)) for family, variant in spec["caches"].items()}
+    )
     config_hash = build_hash(config, DATASET)
     release = work(spec) / "release"
     rows_n = pixels = nbytes = copied = 0
     render_s = total_s = 0.0
-    for shard in plan["release_shards"]:
-        rows = shard_rows(records, shard["image_ids"], shard["split"])
-        rendered = rendered_views(shard, release)  # views of images an earlier shard rendered
-        produced = TimedIter(release_rows(rows, caches, infos, config["render"], config["seed"], config_hash, rendered))
+    for shard in plan.release_shards:
+        produced = TimedIter()
         t0 = time.perf_counter()
-        rows_n += write_shard(release / shard["file"], produced)
+        done = render_job(shard, records, caches, infos, config["render"], config["seed"], config_hash, release, wrap=produced)
         total_s += time.perf_counter() - t0
         render_s += produced.seconds
-        pixels += sum(r["width"] * r["height"] for r in rows if r["image_id"] not in rendered)
-        copied += sum(r["image_id"] in rendered for r in rows)
-        nbytes += (release / shard["file"]).stat().st_size
+        rows_n += done.written
+        pixels += sum(r["width"] * r["height"] for r in done.rows if r["image_id"] not in done.copied)
+        copied += len(done.copied)
+        nbytes += (release / shard.file).stat().st_size
     write_s = total_s - render_s
     return {
         "caches": spec["caches"],
         "rows": rows_n,
-        "shards": len(plan["release_shards"]),
+        "shards": len(plan.release_shards),
         "seconds": total_s,
         "s_per_row": total_s / rows_n,
         "render_s_per_row": render_s / rows_n,
@@ -390,8 +390,8 @@ def release_stage(spec: dict) -> dict:
     group by row group) and the manifest (sha256 of every shard, coverage by body region)."""
     from ..release.finalize import finalize_release
 
-    plan_path = work(spec) / "ingest" / DATASET / "plan.json"
-    caches = sorted(str(p) for v in spec["caches"].values() for p in (work(spec) / "segment" / v).glob("shard-*.parquet"))
+    plan_path = work(spec) / "ingest" / DATASET / PLAN_FILE
+    caches = sorted(str(p) for v in spec["caches"].values() for p in (work(spec) / "segment" / v).glob(MASK_CACHE_GLOB))
     release = work(spec) / "release"
     t0 = time.perf_counter()
     manifest = finalize_release(release, [plan_path], spec["config"], caches)

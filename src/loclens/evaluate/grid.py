@@ -24,16 +24,19 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from ..schema import BLEND_KINDS, MASK_SOURCES, MASKED_VIEW, SEGMENTERS
+from ..schema import BLEND_KINDS, MASK_SOURCES, MASKED_VIEW, SEGMENTERS, SOURCE_LABELS
 
 #: Lens sources in canonical order (a cell's name lists them in this order).
 LENS_SOURCES = SEGMENTERS + ("expert",)
 assert set(LENS_SOURCES) == set(MASK_SOURCES)
 #: How the paper's tables name each lens source.
-LENS_LABELS = {"sam": "SAM", "medsam": "MedSAM", "expert": "Mask"}
+LENS_LABELS = SOURCE_LABELS
 NO_LENS = "none"
 PHASE1_LOSSES = ("dcl", "infonce")
 SHUFFLE = {True: "on", False: "off"}
+#: A cell's folder (its name, made of the workflow's wildcards) and one trained run of it.
+CELL_FOLDER = "lens-{lens}/p1-{loss}/shuffle-{shuffle}"
+RUN_FOLDER = CELL_FOLDER + "/seed-{seed}"
 #: Grid modes: the paper's Table 3, an explicit list of cells, one setting of ``main`` varied at a
 #: time, or every combination of the listed values.
 GRID_MODES = ("paper", "cells", "one_at_a_time", "product")
@@ -55,8 +58,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        w = self.wildcards
-        return f"lens-{w['lens']}/p1-{w['loss']}/shuffle-{w['shuffle']}"
+        return CELL_FOLDER.format(**self.wildcards)
 
     def settings(self) -> dict:
         return {"lens": self.lens_name, "phase1_loss": self.phase1_loss, "pixel_shuffle": SHUFFLE[self.pixel_shuffle]}
@@ -76,6 +78,17 @@ def make_cell(lens, phase1_loss: str, pixel_shuffle) -> Cell:
             raise ValueError(f"pixel shuffle must be on or off, got {pixel_shuffle!r}")
         pixel_shuffle = pixel_shuffle == "on"
     return Cell(tuple(s for s in LENS_SOURCES if s in set(lens)), phase1_loss, bool(pixel_shuffle))
+
+
+def wildcard_patterns() -> dict[str, str]:
+    """Regular expressions of the run folder's wildcards (the workflow's constraints)."""
+    source = "|".join(LENS_SOURCES)
+    return {
+        "lens": rf"{NO_LENS}|({source})(\+({source}))*",
+        "loss": "|".join(PHASE1_LOSSES),
+        "shuffle": "|".join(SHUFFLE.values()),
+        "seed": "[0-9]+",
+    }
 
 
 def cell_from_wildcards(wildcards) -> Cell:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from ..atomic import write_text
-from ..schema import FEATURES, VIEW_COLUMNS
+from ..schema import FEATURES, SEGMENTERS, VIEW_COLUMNS
 from .manifest import CARD
 from .stats import SplitStats, release_stats
 
@@ -154,7 +154,7 @@ def front_matter(manifest: dict, release_cfg: dict) -> dict:
         "language": sorted({lang for info in infos for lang in info.languages}),
         "annotations_creators": ["expert-generated", "machine-generated"],
         "task_categories": ["visual-question-answering", "image-segmentation"],
-        "tags": ["medical", "radiology", "localization-lens", "segmentation-masks", "sam", "medsam", "loclens"],
+        "tags": ["medical", "radiology", "localization-lens", "segmentation-masks", *SEGMENTERS, "loclens"],
         "size_categories": [size_category(total)],
         "source_datasets": sorted({f"extended|{i.hub_id}" if i.hub_id else "original" for i in infos}),
         "configs": configs_metadata(datasets),
@@ -226,7 +226,7 @@ def _segmenter_lines(build: dict) -> list[str]:
         if settings:
             lines.append(f"  Settings: {settings}.")
     ran = {i["segmenter"] for i in build["segmenters"]}
-    for seg in ("sam", "medsam"):
+    for seg in SEGMENTERS:
         if seg not in ran:
             lines.append(f"- `{seg}_*` views: not made in this build (the `{seg}` segmenter was not run); those columns are null.")
     if ran:

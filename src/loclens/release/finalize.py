@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from ..atomic import TMP_PREFIX
 from ..ingest import check_accounting
 from ..lens import png_deflate
+from ..plan import Plan, read_plan
 from ..provenance import config_hash, package_version
 from ..stages import build_hash, enabled_segmenters
 from .card import write_card
@@ -19,12 +19,12 @@ from .stats import coverage, release_stats
 log = logging.getLogger(__name__)
 
 
-def remove_stale_files(release_dir: Path, plans: list[dict]) -> list[Path]:
+def remove_stale_files(release_dir: Path, plans: list[Plan]) -> list[Path]:
     """Shards of an earlier build with another shard count would match ``<split>-*.parquet``
     too, and a dataset dropped from the config would linger: a release holds exactly the
     planned shards and the rejects reports of its datasets."""
-    wanted = {release_dir / s["file"] for plan in plans for s in plan["release_shards"]}
-    wanted |= {release_dir / REJECTS_DIR / f"{plan['dataset']}.jsonl" for plan in plans}
+    wanted = {release_dir / f for plan in plans for f in plan.release_files}
+    wanted |= {release_dir / REJECTS_DIR / f"{plan.dataset}.jsonl" for plan in plans}
     candidates = [*release_dir.glob("*/*.parquet"), *release_dir.glob(f"{REJECTS_DIR}/*.jsonl")]
     stale = sorted(p for p in candidates if p not in wanted)
     for path in stale:
@@ -74,12 +74,12 @@ def finalize_release(release_dir: Path, plan_paths: list[Path], config: dict, ma
     datasets = {}
     hashes = {}
     remove_unfinished_writes(release_dir)
-    plans = [json.loads(Path(p).read_text()) for p in plan_paths]
+    plans = [read_plan(p) for p in plan_paths]
     remove_stale_files(release_dir, plans)
     for plan_path, plan in zip(plan_paths, plans):
         check_accounting(plan)
-        datasets[plan["dataset"]] = dataset_entry(release_dir, plan, Path(plan_path).parent, split_protocol(config))
-        hashes[plan["dataset"]] = build_hash(config, plan["dataset"])
+        datasets[plan.dataset] = dataset_entry(release_dir, plan, Path(plan_path).parent, split_protocol(config))
+        hashes[plan.dataset] = build_hash(config, plan.dataset)
     manifest = {
         "loclens_version": package_version(),
         "config_hash": config_hash(hashes),

@@ -23,15 +23,13 @@ from PIL import Image
 
 from ..atomic import write_bytes
 from ..provenance import seeded_int
-from ..schema import MASKED_VIEW, SEGMENTERS, VIEW_COLUMNS
+from ..schema import MASKED_VIEW, SEGMENTERS, SOURCE_COLOURS, VIEW_COLUMNS
 from ..segment import rle
 from .manifest import MANIFEST
 from .stats import NO_MASK_SOURCE, NO_MASKS, NOT_RUN, SplitStats, iter_rows, release_stats
 
 #: Longest side of the thumbnails drawn in the gallery, in pixels.
 THUMB = 256
-#: Outline colour per mask source (colour-blind-safe Okabe-Ito hues).
-SOURCE_COLOURS = {"medsam": "#E69F00", "sam": "#56B4E9", "expert": "#009E73"}
 PANEL_INCHES = 2.3
 
 

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from ..accounting import dataset_accounting, read_rejects
 from ..atomic import copy_file, write_json
-from ..ingest import read_jsonl
+from ..ingest import read_records
+from ..plan import RECORDS_FILE, REJECTS_FILE, Plan
 from ..provenance import sha256_file
 
 MANIFEST = "manifest.json"
@@ -41,27 +42,27 @@ def shard_entry(release_dir: Path, relative: str, expected_qids: list[str] | Non
 
 def _planned_qids(records_path: Path) -> dict[tuple[str, str], list[str]]:
     """(split, image_id) -> qids the ingest assigned to that release row."""
-    return {(r["split"], r["image_id"]): [q["qid"] for q in r["qa"]] for r in read_jsonl(records_path)}
+    return {(r["split"], r["image_id"]): [q["qid"] for q in r["qa"]] for r in read_records(records_path)}
 
 
-def dataset_entry(release_dir: Path, plan: dict, ingest_dir: Path, split_protocol: dict) -> dict:
+def dataset_entry(release_dir: Path, plan: Plan, ingest_dir: Path, split_protocol: dict) -> dict:
     """Manifest entry of one dataset; copies its rejects report into the release."""
-    planned = _planned_qids(ingest_dir / "records.jsonl")
+    planned = _planned_qids(ingest_dir / RECORDS_FILE)
     splits: dict[str, dict] = {}
-    for shard in plan["release_shards"]:
-        qids = [q for iid in shard["image_ids"] for q in planned.get((shard["split"], iid), [])]
-        entry = shard_entry(release_dir, shard["file"], qids)
-        split = splits.setdefault(shard["split"], {"rows": 0, "shards": []})
+    for shard in plan.release_shards:
+        qids = [q for iid in shard.image_ids for q in planned.get((shard.split, iid), [])]
+        entry = shard_entry(release_dir, shard.file, qids)
+        split = splits.setdefault(shard.split, {"rows": 0, "shards": []})
         split["rows"] += entry["rows"]
         split["shards"].append(entry)
-    rejects_file = f"{REJECTS_DIR}/{plan['dataset']}.jsonl"
+    rejects_file = f"{REJECTS_DIR}/{plan.dataset}.jsonl"
     target = release_dir / rejects_file
-    copy_file(ingest_dir / "rejects.jsonl", target)
+    copy_file(ingest_dir / REJECTS_FILE, target)
     return {
-        "source": plan["source"],
-        "origin": plan.get("origin"),
-        "localization": plan.get("localization", {}),
-        "localization_rules": plan.get("localization_rules", {}),
+        "source": plan.source,
+        "origin": plan.origin,
+        "localization": plan.localization,
+        "localization_rules": plan.localization_rules,
         "split_protocol": split_protocol,
         "splits": splits,
         "accounting": dataset_accounting(release_dir, plan, read_rejects(target)),

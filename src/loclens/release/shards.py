@@ -221,9 +221,9 @@ def render_shard(rows: list[dict], caches: dict, infos: list[dict], render_cfg: 
     return write_shard(out_path, release_rows(rows, caches, infos, render_cfg, seed, config_hash, rendered))
 
 
-def rendered_views(shard: dict, release_dir: Path) -> RenderedViews:
-    """The plan shard's ``views_from`` (shard files relative to the release folder) opened."""
-    return RenderedViews({Path(release_dir) / f: ids for f, ids in shard.get("views_from", {}).items()})
+def rendered_views(views_from: dict[str, list[str]], release_dir: Path) -> RenderedViews:
+    """A plan shard's ``views_from`` (shard files relative to the release folder) opened."""
+    return RenderedViews({Path(release_dir) / f: ids for f, ids in views_from.items()})
 
 
 __all__ = ["render_shard", "release_rows", "rendered_views", "RenderedViews", "write_shard", "parquet_options", "read_mask_cache", "FEATURES"]

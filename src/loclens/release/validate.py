@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..imageio import ImageError, probe
-from ..ingest import read_jsonl
+from ..ingest import read_jsonl, read_records
+from ..plan import RECORDS_FILE
 from ..provenance import sha256_file
 from ..schema import FEATURES, IMAGE_COLUMNS, MASK_SOURCES, SEGMENTERS, arrow_schema
 from ..segment import rle
@@ -312,11 +313,11 @@ def _check_coverage(name: str, d: dict, seen: _DatasetSeen, report: Report) -> N
 
 def _check_against_ingest(name: str, ingest_dir: Path, seen: _DatasetSeen, report: Report) -> None:
     """Name every QA the ingest planned that no release row holds, and every one it did not plan."""
-    records = ingest_dir / "records.jsonl"
+    records = ingest_dir / RECORDS_FILE
     if not records.is_file():
         report.add(str(records), "accounting", "ingest records not found")
         return
-    for r in read_jsonl(records):
+    for r in read_records(records):
         if r["split"] in seen.unreadable_splits:
             continue  # its shard is already reported unreadable; its QA would only repeat that
         key = (r["split"], r["image_id"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -135,16 +136,37 @@ def _how_to_get(segmenter: str, cfg: dict, target: Path | None) -> str:
     )
 
 
-def checkpoint_target(segmenter: str, cfg: dict, resources: str | Path) -> Path | None:
-    """The file the segmenter's weights are read from (None: shipped inside a package)."""
+#: Where a segmenter's weights come from (see the module's docstring for the order).
+PACKAGED, LOCAL, DOWNLOADED = "packaged", "local", "downloaded"
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A segmenter's weights: ``packaged`` (inside an installed package, no path), ``local``
+    (``segment.<name>.checkpoint``) or ``downloaded`` (``path`` in ``<resources>/checkpoints/``,
+    fetched from ``spec``)."""
+
+    kind: str
+    path: Path | None = None
+    spec: dict | None = None
+
+
+def weights(segmenter: str, cfg: dict, resources: str | Path) -> Weights:
+    """Where the segmenter's weights come from: the one place that decides it (the CLI, the
+    workflow and the preflight ask here). Raises when none is configured or known."""
     if cfg.get("checkpoint"):
-        return Path(cfg["checkpoint"]).expanduser()
+        return Weights(LOCAL, Path(cfg["checkpoint"]).expanduser())
     if uses_packaged_weights(segmenter, cfg):
-        return None
+        return Weights(PACKAGED)
     spec = download_spec(segmenter, cfg)
     if spec is None:
         raise CheckpointError(f"segment.{segmenter} ({variant(segmenter, cfg)}) has no checkpoint: {_how_to_get(segmenter, cfg, None)}")
-    return Path(resources) / "checkpoints" / spec_filename(spec)
+    return Weights(DOWNLOADED, Path(resources) / "checkpoints" / spec_filename(spec), spec)
+
+
+def checkpoint_target(segmenter: str, cfg: dict, resources: str | Path) -> Path | None:
+    """The file the segmenter's weights are read from (None: shipped inside a package)."""
+    return weights(segmenter, cfg, resources).path
 
 
 def require(path: str | Path | None, segmenter: str, cfg: dict, resources: str | Path = "resources") -> Path:
