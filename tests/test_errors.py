@@ -9,6 +9,9 @@ import pkgutil
 
 import pytest
 
+from loclens.ingest import RECORD_KEYS
+from loclens.plan import Plan, write_plan
+
 import loclens
 from loclens import cli
 from loclens.config import validate
@@ -67,8 +70,9 @@ def test_busy_gpus_end_the_segment_command_with_one_line(monkeypatch, tmp_path, 
     monkeypatch.setenv("LOCLENS_GPU_WAIT_S", "0")
     try:
         assert {gpu_slots.try_acquire(2), gpu_slots.try_acquire(2)} == {0, 1}  # the other jobs
-        (tmp_path / "records.jsonl").write_text(json.dumps({"image_id": "a" * 16}) + "\n")
-        (tmp_path / "plan.json").write_text(json.dumps({"segment_shards": [["a" * 16]]}))
+        record = dict.fromkeys(RECORD_KEYS) | {"image_id": "a" * 16, "path": str(tmp_path / "a.png")}
+        (tmp_path / "records.jsonl").write_text(json.dumps(record) + "\n")
+        write_plan(tmp_path / "plan.json", Plan(dataset="sample", segment_shards=[["a" * 16]], release_shards=[]))
         settings = validate({"datasets": {"sample": {}}})["segment"]["medsam"]
         code = cli.main(["segment", "--records", str(tmp_path / "records.jsonl"), "--plan", str(tmp_path / "plan.json"),
                          "--shard", "0", "--segmenter", "medsam", "--settings", json.dumps(settings),

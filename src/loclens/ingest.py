@@ -17,7 +17,7 @@ from .atomic import write_jsonl
 from .config import dataset_source
 from .download import read_origin
 from .localization import count_rules, count_tags, tag_qa
-from .plan import PLAN_FILE, RECORDS_FILE, REJECTS_FILE, Plan, ReleaseShard, write_plan
+from .plan import PLAN_FILE, RECORDS_FILE, REJECTS_FILE, Plan, PlanError, ReleaseShard, write_plan
 from .sources import Reject, read_source, source_spec
 from .sources.base import ImageRecord
 from .sources.sample import generate_sample
@@ -184,7 +184,7 @@ def write_records(path, rows: list[dict]) -> None:
     """Write records.jsonl (the release rows the segment and render stages read)."""
     for row in rows:
         if set(row) != RECORD_KEYS:
-            raise ValueError(f"{path}: a record of {row.get('image_id')!r} has keys {sorted(row)}, not {sorted(RECORD_KEYS)}")
+            raise PlanError(f"{path}: a record of {row.get('image_id')!r} has keys {sorted(row)}, not {sorted(RECORD_KEYS)}")
     write_jsonl(path, rows)
 
 
@@ -194,7 +194,7 @@ def read_records(path) -> list[dict]:
     for line, row in enumerate(rows, 1):
         missing = RECORD_KEYS - set(row) if isinstance(row, dict) else RECORD_KEYS
         if missing:
-            raise ValueError(f"{path}:{line}: not a loclens record (missing {sorted(missing)}); re-run the ingest")
+            raise PlanError(f"{path}:{line}: not a loclens record (missing {sorted(missing)}); re-run the ingest")
     return rows
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .atomic import write_json
+from .errors import LoclensError
 
 #: Files of an ingest folder (``<results>/ingest/<dataset>/``): the plan; the release rows (one
 #: JSON line per image and split, with that split's QA); every input record or image left out,
@@ -36,8 +37,8 @@ def mask_cache_name(index: int) -> str:
     return MASK_CACHE.format(shard=f"{index:05d}")
 
 
-class PlanError(ValueError):
-    """A plan.json that is not one this version of loclens writes."""
+class PlanError(LoclensError, ValueError):
+    """An ingest output (plan.json, records.jsonl) that is not one this version of loclens writes."""
 
 
 @dataclass(frozen=True)
