@@ -43,8 +43,9 @@ def replicate_release(release: str, copies: int, phase: str) -> str:
         ids = table.column("image_id").to_pylist()
         parts = [table.set_column(0, "image_id", pa.array([f"{i}-{k}" for i in ids])) for k in range(copies)]
         (out / folder.name).mkdir()
-        pq.write_table(pa.concat_tables(parts), out / folder.name / "train-00000-of-00001.parquet",
-                       row_group_size=ROW_GROUP_ROWS)
+        pq.write_table(
+            pa.concat_tables(parts), out / folder.name / "train-00000-of-00001.parquet", row_group_size=ROW_GROUP_ROWS
+        )
     return str(out)
 
 
@@ -60,31 +61,56 @@ def main(argv=None) -> int:
     p.add_argument("--vision", default="litemedsam", choices=["litemedsam", "hf"])
     p.add_argument("--vision-path")
     p.add_argument("--no-pixel-shuffle", action="store_true")
-    p.add_argument("--replicate", type=int, default=1,
-                   help="time the reader on a copy of the release with its rows repeated K times (tiny releases)")
+    p.add_argument(
+        "--replicate",
+        type=int,
+        default=1,
+        help="time the reader on a copy of the release with its rows repeated K times (tiny releases)",
+    )
     args = p.parse_args(argv)
     if args.replicate > 1:
         args.release = replicate_release(args.release, args.replicate, args.phase)
 
     vision = {"backend": args.vision, "path": args.vision_path}
-    base = dict(vision=vision, device=args.device, batch_size=args.batch_size,
-                connector={"pixel_shuffle": not args.no_pixel_shuffle})
+    base = dict(
+        vision=vision,
+        device=args.device,
+        batch_size=args.batch_size,
+        connector={"pixel_shuffle": not args.no_pixel_shuffle},
+    )
     settings = default_settings(**base)
     model = build_model(settings)
-    print(json.dumps({"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-                      "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))
+    print(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "cpu": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            }
+        )
+    )
     readers = []
     for workers in args.num_workers:
-        r = reader_throughput(args.release, args.samples, default_settings(**base, num_workers=workers), args.phase, model)
+        r = reader_throughput(
+            args.release, args.samples, default_settings(**base, num_workers=workers), args.phase, model
+        )
         readers.append(r)
         print(json.dumps(r))
     step = train_step_throughput(args.release, args.steps, settings, args.phase, model)
     print(json.dumps(step))
     best = max(r["samples_per_s"] for r in readers)
-    print(json.dumps({"summary": True, "reader_samples_per_s": {r["num_workers"]: round(r["samples_per_s"], 2) for r in readers},
-                      "train_step_samples_per_s": round(step["samples_per_s"], 3),
-                      "reader_over_train": round(best / step["samples_per_s"], 1)}))
+    print(
+        json.dumps(
+            {
+                "summary": True,
+                "reader_samples_per_s": {r["num_workers"]: round(r["samples_per_s"], 2) for r in readers},
+                "train_step_samples_per_s": round(step["samples_per_s"], 3),
+                "reader_over_train": round(best / step["samples_per_s"], 1),
+            }
+        )
+    )
     return 0
 
 

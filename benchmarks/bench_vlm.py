@@ -57,32 +57,68 @@ def build(family: str, size: str, folder: Path) -> Path:
     )
 
     image, patch, (vh, vl, vn, vm), (th, tl, tn, tk, tm) = SIZES[size]
-    vision = {"hidden_size": vh, "num_hidden_layers": vl, "num_attention_heads": vn, "intermediate_size": vm,
-              "image_size": image, "patch_size": patch}
+    vision = {
+        "hidden_size": vh,
+        "num_hidden_layers": vl,
+        "num_attention_heads": vn,
+        "intermediate_size": vm,
+        "image_size": image,
+        "patch_size": patch,
+    }
     if family == "idefics3":
         special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
         tok = _tokenizer(special)
-        proc = Idefics3Processor(image_processor=Idefics3ImageProcessor(do_image_splitting=False,
-                                                                        size={"longest_edge": image},
-                                                                        max_image_size={"longest_edge": image}),
-                                 tokenizer=tok, image_seq_len=(image // patch) ** 2 // 16, chat_template=CHAT_TEMPLATE)
+        proc = Idefics3Processor(
+            image_processor=Idefics3ImageProcessor(
+                do_image_splitting=False, size={"longest_edge": image}, max_image_size={"longest_edge": image}
+            ),
+            tokenizer=tok,
+            image_seq_len=(image // patch) ** 2 // 16,
+            chat_template=CHAT_TEMPLATE,
+        )
     else:
         tok = _tokenizer(["<image>", "<end_of_utterance>"])
-        proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": image},
-                                                                 crop_size={"height": image, "width": image}),
-                              tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
-                              num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE)
-    text = {"model_type": "llama", "vocab_size": len(tok), "hidden_size": th, "num_hidden_layers": tl,
-            "num_attention_heads": tn, "num_key_value_heads": tk, "intermediate_size": tm,
-            "pad_token_id": tok.pad_token_id, "max_position_embeddings": 2048}
+        proc = LlavaProcessor(
+            image_processor=CLIPImageProcessor(
+                size={"shortest_edge": image}, crop_size={"height": image, "width": image}
+            ),
+            tokenizer=tok,
+            patch_size=patch,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=CHAT_TEMPLATE,
+        )
+    text = {
+        "model_type": "llama",
+        "vocab_size": len(tok),
+        "hidden_size": th,
+        "num_hidden_layers": tl,
+        "num_attention_heads": tn,
+        "num_key_value_heads": tk,
+        "intermediate_size": tm,
+        "pad_token_id": tok.pad_token_id,
+        "max_position_embeddings": 2048,
+    }
     image_token = tok.convert_tokens_to_ids("<image>")
     torch.manual_seed(0)
     if family == "idefics3":
-        model = Idefics3ForConditionalGeneration(Idefics3Config(vision_config=vision, text_config=text, scale_factor=4,
-                                                                image_token_id=image_token, pad_token_id=tok.pad_token_id))
+        model = Idefics3ForConditionalGeneration(
+            Idefics3Config(
+                vision_config=vision,
+                text_config=text,
+                scale_factor=4,
+                image_token_id=image_token,
+                pad_token_id=tok.pad_token_id,
+            )
+        )
     else:
-        model = LlavaForConditionalGeneration(LlavaConfig(vision_config={**vision, "model_type": "clip_vision_model"},
-                                                          text_config=text, image_token_id=image_token))
+        model = LlavaForConditionalGeneration(
+            LlavaConfig(
+                vision_config={**vision, "model_type": "clip_vision_model"},
+                text_config=text,
+                image_token_id=image_token,
+            )
+        )
     model.save_pretrained(folder)
     proc.save_pretrained(folder)
     return folder
@@ -93,10 +129,19 @@ def batch(model, n: int, qa: bool) -> dict:
     samples = []
     for i in range(n):
         views = [rng.integers(0, 256, (512, 512, 3), dtype=np.uint8) for _ in range(3)]
-        samples.append(model.prepare({
-            "images": views, "columns": ["image", "sam_unicolor", "masked"], "text": f"abdomen: liver, organ {i}",
-            "question": "is there a lesion in the liver?" if qa else None, "answer": "yes" if qa else None,
-            "image_id": f"im{i}", "key": f"im{i}"}))
+        samples.append(
+            model.prepare(
+                {
+                    "images": views,
+                    "columns": ["image", "sam_unicolor", "masked"],
+                    "text": f"abdomen: liver, organ {i}",
+                    "question": "is there a lesion in the liver?" if qa else None,
+                    "answer": "yes" if qa else None,
+                    "image_id": f"im{i}",
+                    "key": f"im{i}",
+                }
+            )
+        )
     return model.collate(samples)
 
 
@@ -112,8 +157,13 @@ def measure(family: str, size: str, phase: str, args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="loclens-bench-vlm-") as tmp:
         folder = build(family, size, Path(tmp))
-        settings = default_settings(model="vlm", vlm={"model": str(folder), "dtype": args.dtype}, device=args.device,
-                                    batch_size=args.batch_size, connector={"pixel_shuffle": not args.no_pixel_shuffle})
+        settings = default_settings(
+            model="vlm",
+            vlm={"model": str(folder), "dtype": args.dtype},
+            device=args.device,
+            batch_size=args.batch_size,
+            connector={"pixel_shuffle": not args.no_pixel_shuffle},
+        )
         model = build_model(settings)
     device = torch.device(args.device)
     model.to(device)
@@ -137,11 +187,21 @@ def measure(family: str, size: str, phase: str, args) -> dict:
             times.append(time.perf_counter() - t0)
     params = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"family": family, "size": size, "phase": phase, "device": str(device), "batch_size": args.batch_size,
-            "views": 3, "pixel_shuffle": not args.no_pixel_shuffle, "image_tokens": model.family.n_image_tokens,
-            "params_m": round(params / 1e6, 2), "trained_m": round(trained / 1e6, 2),
-            "step_s": round(float(np.mean(times)), 4), "peak_mb": round(peak_memory_mb(device), 1),
-            "loss": round(loss.item(), 4)}
+    return {
+        "family": family,
+        "size": size,
+        "phase": phase,
+        "device": str(device),
+        "batch_size": args.batch_size,
+        "views": 3,
+        "pixel_shuffle": not args.no_pixel_shuffle,
+        "image_tokens": model.family.n_image_tokens,
+        "params_m": round(params / 1e6, 2),
+        "trained_m": round(trained / 1e6, 2),
+        "step_s": round(float(np.mean(times)), 4),
+        "peak_mb": round(peak_memory_mb(device), 1),
+        "loss": round(loss.item(), 4),
+    }
 
 
 def main(argv=None) -> int:
@@ -157,17 +217,34 @@ def main(argv=None) -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not args.child:
-        print(json.dumps({"torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-                          "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "torch": torch.__version__,
+                    "cpu": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(),
+                    "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                }
+            ),
+            flush=True,
+        )
     combos = [(f, s) for s in sorted(args.sizes, key=list(SIZES).index) for f in args.families]
     if len(combos) > 1:
         # Peak RSS only grows within a process: one child process per (family, size), so each
         # figure is its own (phase 2 follows phase 1 in the child, and is the larger of the two).
         rest = list(argv if argv is not None else sys.argv[1:])
         for family, size in combos:
-            cmd = [sys.executable, __file__, *_without(rest, ("--families", "--sizes")), "--families", family,
-                   "--sizes", size, "--child"]
+            cmd = [
+                sys.executable,
+                __file__,
+                *_without(rest, ("--families", "--sizes")),
+                "--families",
+                family,
+                "--sizes",
+                size,
+                "--child",
+            ]
             subprocess.run(cmd, check=True)
         return 0
     for phase in args.phases:

@@ -75,10 +75,16 @@ def main() -> None:
         diff = (plain.image_encoder(x) - fast.net.image_encoder(x_cl)).abs().max().item()
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            show(f"encoder, {threads} thread(s)", best_of(args.rounds, {
-                "as shipped": lambda: plain.image_encoder(x),
-                "folded+channels-last": lambda: fast.net.image_encoder(x_cl),
-            }))
+            show(
+                f"encoder, {threads} thread(s)",
+                best_of(
+                    args.rounds,
+                    {
+                        "as shipped": lambda: plain.image_encoder(x),
+                        "folded+channels-last": lambda: fast.net.image_encoder(x_cl),
+                    },
+                ),
+            )
         print(f"{'':<34} max embedding difference {diff:.1e}")
 
         emb = fast.encode([image])[0].embedding
@@ -94,10 +100,16 @@ def main() -> None:
         logits, _ = decode_boxes(fast.net, emb, boxes, cpu, "fp32")
         up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
         same = torch.equal(torch.sigmoid(up) > 0.5, up > fast.logit_threshold)
-        show("threshold, 8 masks", best_of(args.rounds, {
-            "sigmoid > t": lambda: (torch.sigmoid(up) > 0.5).numpy(),
-            "x > logit(t)": lambda: (up > fast.logit_threshold).numpy(),
-        }))
+        show(
+            "threshold, 8 masks",
+            best_of(
+                args.rounds,
+                {
+                    "sigmoid > t": lambda: (torch.sigmoid(up) > 0.5).numpy(),
+                    "x > logit(t)": lambda: (up > fast.logit_threshold).numpy(),
+                },
+            ),
+        )
         print(f"{'':<34} identical masks: {same}")
 
     rows = image.reshape(h, -1)
@@ -105,10 +117,16 @@ def main() -> None:
     filtered[0] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:])
     data = filtered.tobytes()
-    show("deflate level 1, one view", best_of(args.rounds, {
-        "zlib": lambda: zlib.compress(data, 1),
-        "isal": lambda: isal_zlib.compress(data, 1),
-    }))
+    show(
+        "deflate level 1, one view",
+        best_of(
+            args.rounds,
+            {
+                "zlib": lambda: zlib.compress(data, 1),
+                "isal": lambda: isal_zlib.compress(data, 1),
+            },
+        ),
+    )
     print(f"{'':<34} zlib {len(zlib.compress(data, 1))} bytes, isal {len(isal_zlib.compress(data, 1))} bytes")
 
     # The first grey image of the folder (302 of 315 are; the first one is not). Three nested
@@ -128,14 +146,26 @@ def main() -> None:
 
     grey = lens.is_grey(image)
     tables = lens.blend_tables(np.array([(0, 0, 0)] + cfg["palette"], np.float32), 0.5, cfg["outside"])
-    show("table lookup, grey image", best_of(args.rounds, {
-        "per channel": lambda: lens.apply_tables(image, labels, tables, grey=False),
-        "one gather": lambda: lens.apply_tables(image, labels, tables, grey=True),
-    }))
-    show("2 blends + PNG, grey image", best_of(args.rounds, {
-        "per channel": lambda: views(False),
-        "one gather": lambda: views(None),  # detects the grey channels itself, as the renderer does
-    }))
+    show(
+        "table lookup, grey image",
+        best_of(
+            args.rounds,
+            {
+                "per channel": lambda: lens.apply_tables(image, labels, tables, grey=False),
+                "one gather": lambda: lens.apply_tables(image, labels, tables, grey=True),
+            },
+        ),
+    )
+    show(
+        "2 blends + PNG, grey image",
+        best_of(
+            args.rounds,
+            {
+                "per channel": lambda: views(False),
+                "one gather": lambda: views(None),  # detects the grey channels itself, as the renderer does
+            },
+        ),
+    )
     same = all(np.array_equal(a, b) for a, b in zip(views(False), views(None)))
     print(f"{'':<34} {w}x{h}, channels equal: {grey}; identical views and PNG bytes: {same}")
 

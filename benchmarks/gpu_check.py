@@ -50,8 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from loclens.config import validate  # noqa: E402
 from loclens.imageio import load_rgb, read_bytes  # noqa: E402
@@ -67,9 +67,16 @@ SEGMENTERS = ("sam", "sam_ppb256", "medsam", "litemedsam")
 
 #: Small random architectures for --tiny (CPU checks of this script).
 TINY_ARCH = {
-    "image_size": 256, "encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2,
-    "encoder_global_attn_indexes": [1], "window_size": 4, "prompt_embed_dim": 32,
-    "decoder_mlp_dim": 64, "decoder_num_heads": 2, "iou_head_hidden_dim": 32,
+    "image_size": 256,
+    "encoder_embed_dim": 32,
+    "encoder_depth": 2,
+    "encoder_num_heads": 2,
+    "encoder_global_attn_indexes": [1],
+    "window_size": 4,
+    "prompt_embed_dim": 32,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
 }
 
 
@@ -93,15 +100,28 @@ def configs(tmp: Path, tiny: bool) -> dict:
     """Validated segmenter config sections, as the workflow would pass them."""
     arch = TINY_ARCH if tiny else {}
     generator = {"points_per_side": 4} if tiny else {}
-    sam = {"enabled": True, "model_type": "vit_b", "arch": arch, "generator": generator,
-           "checkpoint": random_checkpoint(tmp, "sam_vit_b_random", arch, 0)}
-    medsam = {"backend": "medsam_vitb", "arch": arch, "prompts": ["otsu"],
-              "checkpoint": random_checkpoint(tmp, "medsam_vit_b_random", arch, 1)}
+    sam = {
+        "enabled": True,
+        "model_type": "vit_b",
+        "arch": arch,
+        "generator": generator,
+        "checkpoint": random_checkpoint(tmp, "sam_vit_b_random", arch, 0),
+    }
+    medsam = {
+        "backend": "medsam_vitb",
+        "arch": arch,
+        "prompts": ["otsu"],
+        "checkpoint": random_checkpoint(tmp, "medsam_vit_b_random", arch, 1),
+    }
     segment = validate({"datasets": {"sample": {}}, "segment": {"sam": sam, "medsam": medsam}})["segment"]
     lite = validate({"datasets": {"sample": {}}, "segment": {"medsam": {"prompts": ["otsu"]}}})["segment"]["medsam"]
     sam_ppb = {**segment["sam"], "generator": {**generator, "points_per_batch": 256}}
-    return {"sam": ("sam", segment["sam"]), "sam_ppb256": ("sam", sam_ppb),
-            "medsam": ("medsam", segment["medsam"]), "litemedsam": ("medsam", lite)}
+    return {
+        "sam": ("sam", segment["sam"]),
+        "sam_ppb256": ("sam", sam_ppb),
+        "medsam": ("medsam", segment["medsam"]),
+        "litemedsam": ("medsam", lite),
+    }
 
 
 def run_ours(seg, rows: list[dict], cfg: dict) -> int:
@@ -158,9 +178,15 @@ def measure(name: str, family: str, cfg: dict, mode: str, rows: list[dict], devi
     wall = time.perf_counter() - t0
     n = len(rows)
     out = {
-        "segmenter": name, "mode": mode, "precision": precision, "images": n, "seconds": round(wall, 4),
-        "images_per_s": round(n / wall, 3), "encoder_s_per_image": round(seg.timings["encoder"] / n, 5),
-        "decoder_s_per_image": round(seg.timings["decoder"] / n, 5), "masks_per_image": round(n_masks / n, 2),
+        "segmenter": name,
+        "mode": mode,
+        "precision": precision,
+        "images": n,
+        "seconds": round(wall, 4),
+        "images_per_s": round(n / wall, 3),
+        "encoder_s_per_image": round(seg.timings["encoder"] / n, 5),
+        "decoder_s_per_image": round(seg.timings["decoder"] / n, 5),
+        "masks_per_image": round(n_masks / n, 2),
         "model_load_s": round(load_s, 2),
         "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
     }
@@ -192,9 +218,11 @@ def main(argv=None) -> int:
     paths = find_images(args.images, args.n)
     rows = [image_row(i, path) for i, path in enumerate(paths)]
     gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu"
-    print(f"device: {device} ({gpu}); torch {torch.__version__}; {len(rows)} images from {paths[0].parent}; "
-          f"encoder batch {ENCODER_BATCH}; {'tiny random architectures' if args.tiny else 'real architectures'}",
-          flush=True)
+    print(
+        f"device: {device} ({gpu}); torch {torch.__version__}; {len(rows)} images from {paths[0].parent}; "
+        f"encoder batch {ENCODER_BATCH}; {'tiny random architectures' if args.tiny else 'real architectures'}",
+        flush=True,
+    )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         cfgs = configs(Path(tmp), args.tiny)
@@ -205,10 +233,13 @@ def main(argv=None) -> int:
                     continue  # a setting of ours; its naive baseline is sam's
                 r = measure(name, family, cfg, mode, rows, device)
                 results.append(r)
-                print(f"{r['segmenter']:<11} {r['mode']:<5} {r['precision']}: {r['images_per_s']:8.2f} img/s  "
-                      f"encoder {r['encoder_s_per_image'] * 1e3:8.1f} ms/img  decoder {r['decoder_s_per_image'] * 1e3:8.1f} "
-                      f"ms/img  masks/img {r['masks_per_image']:6.1f}  load {r['model_load_s']:5.1f}s  "
-                      f"peak {r['peak_gpu_mib']} MiB", flush=True)
+                print(
+                    f"{r['segmenter']:<11} {r['mode']:<5} {r['precision']}: {r['images_per_s']:8.2f} img/s  "
+                    f"encoder {r['encoder_s_per_image'] * 1e3:8.1f} ms/img  decoder {r['decoder_s_per_image'] * 1e3:8.1f} "
+                    f"ms/img  masks/img {r['masks_per_image']:6.1f}  load {r['model_load_s']:5.1f}s  "
+                    f"peak {r['peak_gpu_mib']} MiB",
+                    flush=True,
+                )
     by = {(r["segmenter"], r["mode"]): r for r in results}
     for name in args.segmenters.split(","):
         base = by.get(("sam" if name == "sam_ppb256" else name, "naive"))

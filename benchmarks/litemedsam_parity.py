@@ -42,15 +42,19 @@ def reduced_read_side(cfg: dict) -> int | None:
     return getattr(run, "WORK_MAX_SIDE", None)
 
 
-def segment_image(seg: LiteMedSAM, data: bytes, name: str, entry: dict, max_side: int | None) -> tuple[list, float, float, float]:
+def segment_image(
+    seg: LiteMedSAM, data: bytes, name: str, entry: dict, max_side: int | None
+) -> tuple[list, float, float, float]:
     """The image's stored masks (one per box, None where empty), wall seconds to read, to
     segment, and CPU seconds for both."""
     c0, t0 = time.process_time(), time.perf_counter()
     image = load_rgb(data, name, max_side=max_side)
     t1 = time.perf_counter()
     sy, sx = image.shape[0] / entry["height"], image.shape[1] / entry["width"]
-    prompts = [Prompt((x0 * sx, y0 * sy, x1 * sx, y1 * sy), f"box-{k}", "otsu")
-               for k, (x0, y0, x1, y1) in enumerate(entry["boxes"])]
+    prompts = [
+        Prompt((x0 * sx, y0 * sy, x1 * sx, y1 * sy), f"box-{k}", "otsu")
+        for k, (x0, y0, x1, y1) in enumerate(entry["boxes"])
+    ]
     enc = seg.encode([image], [seg.prepare(image)])[0]
     entries = run.image_masks(seg, enc, image, prompts, (entry["height"], entry["width"]))
     t2, c2 = time.perf_counter(), time.process_time()
@@ -84,18 +88,26 @@ def main() -> None:
         model_s.append(best_model)
         cpu_s.append(best_cpu)
         shape = (entry["height"], entry["width"])
-        image_ious = [iou(rle.decode(ref), rle.decode(got) if got else np.zeros(shape, bool))
-                      for ref, got in zip(entry["masks"], masks)]
+        image_ious = [
+            iou(rle.decode(ref), rle.decode(got) if got else np.zeros(shape, bool))
+            for ref, got in zip(entry["masks"], masks)
+        ]
         ious += image_ious
-        print(f"{name:<18} {entry['width']}x{entry['height']:<5} boxes {len(image_ious)}  IoU "
-              f"{' '.join(f'{v:.3f}' for v in image_ious)}  read {best_read:.3f} s  model {best_model:.3f} s  "
-              f"CPU {best_cpu:.3f} s")
+        print(
+            f"{name:<18} {entry['width']}x{entry['height']:<5} boxes {len(image_ious)}  IoU "
+            f"{' '.join(f'{v:.3f}' for v in image_ious)}  read {best_read:.3f} s  model {best_model:.3f} s  "
+            f"CPU {best_cpu:.3f} s"
+        )
     n = len(fixture["images"])
-    print(f"{len(ious)} boxes on {n} images: mean IoU {np.mean(ious):.4f}, min {np.min(ious):.4f}, "
-          f"{sum(v < 0.95 for v in ious)} below 0.95")
-    print(f"seconds per image (best of {args.rounds}, 1 thread): read {sum(read_s) / n:.4f}, model (preprocess, "
-          f"encode, decode, RLE) {sum(model_s) / n:.4f}, total {(sum(read_s) + sum(model_s)) / n:.4f}; "
-          f"CPU seconds per image (read + model) {sum(cpu_s) / n:.4f}")
+    print(
+        f"{len(ious)} boxes on {n} images: mean IoU {np.mean(ious):.4f}, min {np.min(ious):.4f}, "
+        f"{sum(v < 0.95 for v in ious)} below 0.95"
+    )
+    print(
+        f"seconds per image (best of {args.rounds}, 1 thread): read {sum(read_s) / n:.4f}, model (preprocess, "
+        f"encode, decode, RLE) {sum(model_s) / n:.4f}, total {(sum(read_s) + sum(model_s)) / n:.4f}; "
+        f"CPU seconds per image (read + model) {sum(cpu_s) / n:.4f}"
+    )
 
 
 if __name__ == "__main__":

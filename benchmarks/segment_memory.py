@@ -37,29 +37,60 @@ def make_dataset(root: Path, width: int, height: int) -> None:
     img = Image.fromarray(np.round(gray * 255).astype(np.uint8)).resize((width, height), Image.Resampling.NEAREST)
     (root / IMAGE_DIR).mkdir(parents=True)
     img.save(root / IMAGE_DIR / "scan.png", compress_level=1)
-    record = {"qid": 1, "image_name": "scan.png", "question": "Is there a liver?", "answer": "yes",
-              "answer_type": "CLOSED", "phrase_type": "freeform", "question_type": "PRES"}
+    record = {
+        "qid": 1,
+        "image_name": "scan.png",
+        "question": "Is there a liver?",
+        "answer": "yes",
+        "answer_type": "CLOSED",
+        "phrase_type": "freeform",
+        "question_type": "PRES",
+    }
     (root / JSON_NAME).write_text(json.dumps([record]))
 
 
 def measure(width: int, height: int, work: Path, read_max_side: int | None = None) -> dict:
     root = work / f"{width}x{height}"
     make_dataset(root / "data", width, height)
-    config = validate({"datasets": {"scan": {"source": "vqa_rad", "path": str(root / "data")}},
-                       "segment": {"read_max_side": read_max_side}})
+    config = validate(
+        {
+            "datasets": {"scan": {"source": "vqa_rad", "path": str(root / "data")}},
+            "segment": {"read_max_side": read_max_side},
+        }
+    )
     run_ingest("scan", config, root / "ingest")
-    cmd = [sys.executable, "-m", "loclens.cli", "segment", "--records", str(root / "ingest" / "records.jsonl"),
-           "--plan", str(root / "ingest" / "plan.json"), "--shard", "0", "--segmenter", "medsam",
-           "--settings", json.dumps(segment_settings(config, "medsam")), "--device", "cpu",
-           "--out", str(root / "masks.parquet")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loclens.cli",
+        "segment",
+        "--records",
+        str(root / "ingest" / "records.jsonl"),
+        "--plan",
+        str(root / "ingest" / "plan.json"),
+        "--shard",
+        "0",
+        "--segmenter",
+        "medsam",
+        "--settings",
+        json.dumps(segment_settings(config, "medsam")),
+        "--device",
+        "cpu",
+        "--out",
+        str(root / "masks.parquet"),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     if status != 0:
         raise SystemExit(f"segment failed for {width}x{height}: {proc.stderr.read()[-2000:]}")
-    return {"size": f"{width}x{height}", "megapixels": round(width * height / 1e6, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 1)}
+    return {
+        "size": f"{width}x{height}",
+        "megapixels": round(width * height / 1e6, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "seconds": round(seconds, 1),
+    }
 
 
 def main(argv=None) -> None:

@@ -57,6 +57,7 @@ for _segmenter in SEGMENTERS:
 
 
 wildcard_constraints:
+    **grid.wildcard_patterns(),
     dataset="[A-Za-z0-9_]+",
     segmenter="|".join(SEGMENTER_NAMES),
     shard="[0-9]{5}",
@@ -64,7 +65,6 @@ wildcard_constraints:
     index="[0-9]{5}",
     total="[0-9]{5}",
     filename="[^/]+",
-    **grid.wildcard_patterns(),
 
 
 def as_json(obj):
@@ -161,7 +161,9 @@ def segment_inputs(wildcards):
     inputs = {}
     weights = ckpt.weights(wildcards.segmenter, cfg, RESOURCES)
     if weights.kind == ckpt.LOCAL and not weights.path.is_file():
-        ckpt.require(weights.path, wildcards.segmenter, cfg, RESOURCES)  # raises unless a model folder: says what to fetch
+        ckpt.require(
+            weights.path, wildcards.segmenter, cfg, RESOURCES
+        )  # raises unless a model folder: says what to fetch
     if weights.kind != ckpt.PACKAGED:
         inputs["checkpoint"] = weights.path
     for seg in stages.context_segmenters(config, wildcards.segmenter):
@@ -199,6 +201,8 @@ def checkpoint_download(wildcards):
         raise ValueError(
             f"{RESOURCES / 'checkpoints' / wildcards.filename}: no enabled segmenter downloads a checkpoint of that name"
         ) from None
+
+
 def experiment_train_settings(wildcards, phase):
     """A training phase's settings for one cell and seed of the ablation grid."""
     cell = grid.cell_from_wildcards(wildcards)
@@ -215,6 +219,8 @@ def experiment_metrics():
     cells = grid.grid_cells(config["evaluate"])
     seeds = config["evaluate"]["seeds"]
     return [EXPERIMENTS / RUN.format(**c.wildcards, seed=s) / "metrics.json" for c in cells for s in seeds]
+
+
 def train_release():
     """The release training reads: train.release, else this workflow's own."""
     return config["train"]["release"] or str(RELEASE)

@@ -7,22 +7,22 @@
 rule download_dataset:
     output:
         RESOURCES / "{dataset}" / DOWNLOAD_RECORD,
+    log:
+        LOGS / "download" / "{dataset}.log",
+    localrule: True
+    conda:
+        "../envs/loclens.yaml"
     params:
         what=lambda w: download_origin(w.dataset, config["datasets"][w.dataset]),
         out=lambda w: RESOURCES / w.dataset,
-    localrule: True
-    log:
-        LOGS / "download" / "{dataset}.log",
-    conda:
-        "../envs/loclens.yaml"
     shell:
         "loclens download {params.what:q} --out {params.out:q} 2>&1 | tee {log:q}"
 
 
 rule download:
-    localrule: True
     input:
         download_targets(),
+    localrule: True
 
 
 # Before any job runs (not in dry runs): on a machine that cannot download, stop at once with one

@@ -11,17 +11,17 @@ rule experiment_align:
     output:
         model=EXPERIMENTS / RUN / "align" / "final" / "model.safetensors",
         losses=EXPERIMENTS / RUN / "align" / "losses.csv",
-    params:
-        settings=lambda w: as_json(experiment_train_settings(w, "align")),
-        release=train_release(),
-        out=lambda w: EXPERIMENTS / RUN.format(**w) / "align",
-    threads: 4
-    resources:
-        gpu=config["train"]["nproc_per_node"],
     log:
         LOGS / "experiments" / f"{RUN}-align.log",
     conda:
         "../envs/train.yaml"
+    threads: 4
+    resources:
+        gpu=config["train"]["nproc_per_node"],
+    params:
+        settings=lambda w: as_json(experiment_train_settings(w, "align")),
+        release=train_release(),
+        out=lambda w: EXPERIMENTS / RUN.format(**w) / "align",
     shell:
         "OMP_NUM_THREADS={threads} loclens train --phase align --release {params.release:q}"
         " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
@@ -34,18 +34,18 @@ rule experiment_vqa:
     output:
         model=EXPERIMENTS / RUN / "vqa" / "final" / "model.safetensors",
         losses=EXPERIMENTS / RUN / "vqa" / "losses.csv",
+    log:
+        LOGS / "experiments" / f"{RUN}-vqa.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        gpu=config["train"]["nproc_per_node"],
     params:
         settings=lambda w: as_json(experiment_train_settings(w, "vqa")),
         release=train_release(),
         init=lambda w: EXPERIMENTS / RUN.format(**w) / "align" / "final",
         out=lambda w: EXPERIMENTS / RUN.format(**w) / "vqa",
-    threads: 4
-    resources:
-        gpu=config["train"]["nproc_per_node"],
-    log:
-        LOGS / "experiments" / f"{RUN}-vqa.log",
-    conda:
-        "../envs/train.yaml"
     shell:
         "OMP_NUM_THREADS={threads} loclens train --phase vqa --release {params.release:q} --init {params.init:q}"
         " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
@@ -57,6 +57,13 @@ rule experiment_evaluate:
         model=EXPERIMENTS / RUN / "vqa" / "final" / "model.safetensors",
     output:
         metrics=EXPERIMENTS / RUN / "metrics.json",
+    log:
+        LOGS / "experiments" / f"{RUN}-evaluate.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        gpu=1,
     params:
         settings=as_json(stages.evaluate_run_settings(config)),
         release=train_release(),
@@ -65,13 +72,6 @@ rule experiment_evaluate:
         cell="{lens}/{loss}/{shuffle}",
         out=lambda w: EXPERIMENTS / RUN.format(**w),
         device=config["train"]["device"],
-    threads: 4
-    resources:
-        gpu=1,
-    log:
-        LOGS / "experiments" / f"{RUN}-evaluate.log",
-    conda:
-        "../envs/train.yaml"
     shell:
         "OMP_NUM_THREADS={threads} loclens evaluate --release {params.release:q} --datasets {params.datasets}"
         " --checkpoint {params.model:q} --settings {params.settings:q} --cell {params.cell} --seed {wildcards.seed}"
@@ -86,13 +86,13 @@ rule tables:
         markdown=EVALUATION / "tables.md",
         csv=[EVALUATION / f"{stem}.csv" for stem in TABLE_STEMS],
         plot=EVALUATION / "gains.png",
-    params:
-        settings=as_json(config["evaluate"]),
-        out=EVALUATION,
     log:
         LOGS / "tables.log",
     conda:
         "../envs/train.yaml"
+    params:
+        settings=as_json(config["evaluate"]),
+        out=EVALUATION,
     shell:
         "loclens tables --metrics {input:q} --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
 

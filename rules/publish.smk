@@ -10,14 +10,14 @@ rule publish:
         card=RELEASE / "README.md",
     output:
         RESULTS / "publish" / "commit.json",
+    log:
+        LOGS / "publish.log",
+    localrule: True
+    conda:
+        "../envs/loclens.yaml"
     params:
         release=RELEASE,
         args=publish_args,
-    localrule: True
-    log:
-        LOGS / "publish.log",
-    conda:
-        "../envs/loclens.yaml"
     shell:
         "loclens publish {params.release:q} {params.args} --validation {input.validation:q}"
         " --record {output:q} > {log:q} 2>&1"

@@ -15,13 +15,13 @@ rule validate:
             category="Quality control",
             subcategory="Validation",
         ),
-    params:
-        release=RELEASE,
-        ingest=INGEST,
     log:
         LOGS / "validate.log",
     conda:
         "../envs/loclens.yaml"
+    params:
+        release=RELEASE,
+        ingest=INGEST,
     shell:
         "loclens validate {params.release:q} --ingest {params.ingest:q} --report {output:q} > {log:q} 2>&1"
 
@@ -46,15 +46,15 @@ rule gallery:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "figure": "samples {split}"},
         ),
+    log:
+        LOGS / "gallery" / "{dataset}.log",
+    conda:
+        "../envs/loclens.yaml"
     params:
         release=RELEASE,
         out=lambda w: QC / w.dataset,
         n=config["qc"]["images_per_split"],
         seed=config["seed"],
-    log:
-        LOGS / "gallery" / "{dataset}.log",
-    conda:
-        "../envs/loclens.yaml"
     shell:
         "loclens gallery {params.release:q} --dataset {wildcards.dataset} --out {params.out:q}"
         " --images-per-split {params.n} --seed {params.seed} > {log:q} 2>&1"

@@ -12,13 +12,13 @@ rule release:
     output:
         manifest=RELEASE / "manifest.json",
         card=RELEASE / "README.md",
-    params:
-        settings=as_json(stages.release_settings(config)),
-        release=RELEASE,
     log:
         LOGS / "release.log",
     conda:
         "../envs/loclens.yaml"
+    params:
+        settings=as_json(stages.release_settings(config)),
+        release=RELEASE,
     shell:
         "loclens release --release-dir {params.release:q} --plans {input.plans:q} --masks {input.masks:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

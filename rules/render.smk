@@ -12,6 +12,10 @@ rule render:
         views=render_views_from,
     output:
         RELEASE / "{dataset}" / "{split}-{index}-of-{total}.parquet",
+    log:
+        LOGS / "render" / "{dataset}" / "{split}-{index}-of-{total}.log",
+    conda:
+        "../envs/loclens.yaml"
     params:
         settings=as_json(stages.render_settings(config)),
         masks=render_masks_args,
@@ -19,10 +23,6 @@ rule render:
         config_hash=lambda w: stages.build_hash(config, w.dataset),
         shard=lambda w: f"{w.split}-{w.index}-of-{w.total}.parquet",
         release=RELEASE,
-    log:
-        LOGS / "render" / "{dataset}" / "{split}-{index}-of-{total}.log",
-    conda:
-        "../envs/loclens.yaml"
     shell:
         "loclens render --records {input.records:q} --plan {input.plan:q} --shard {params.shard} {params.masks}"
         " --settings {params.settings:q} --seed {params.seed} --config-hash {params.config_hash}"

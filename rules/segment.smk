@@ -9,19 +9,19 @@ rule segment:
         plan=INGEST / "{dataset}" / PLAN_FILE,
     output:
         SEGMENT / "{dataset}" / "{segmenter}" / MASK_CACHE,
+    log:
+        LOGS / "segment" / "{dataset}" / "{segmenter}-{shard}.log",
+    conda:
+        "../envs/segment.yaml"
+    threads: config["segment"]["threads"]
+    resources:
+        gpu=1,
     params:
         settings=lambda w: as_json(stages.segment_settings(config, w.segmenter)),
         device=config["segment"]["device"],
         shard=lambda w: int(w.shard),
         extra=segment_extra_args,
         workers="" if config["segment"]["workers"] is None else f"--workers {config['segment']['workers']}",
-    threads: config["segment"]["threads"]
-    resources:
-        gpu=1,
-    log:
-        LOGS / "segment" / "{dataset}" / "{segmenter}-{shard}.log",
-    conda:
-        "../envs/segment.yaml"
     shell:
         "OMP_NUM_THREADS={threads} loclens segment --records {input.records:q} --plan {input.plan:q}"
         " --shard {params.shard} --segmenter {wildcards.segmenter} --settings {params.settings:q}"
@@ -31,20 +31,20 @@ rule segment:
 # Checkpoints are downloaded on the machine running Snakemake (local rules: cluster nodes are
 # often offline), sha256-verified, and kept under <resources>/checkpoints/.
 rule fetch_checkpoint:
-    localrule: True
     output:
         RESOURCES / "checkpoints" / "{filename}",
-    params:
-        spec=lambda w: as_json(checkpoint_download(w)),
     log:
         LOGS / "fetch_checkpoint" / "{filename}.log",
+    localrule: True
     conda:
         "../envs/loclens.yaml"
+    params:
+        spec=lambda w: as_json(checkpoint_download(w)),
     shell:
         "loclens fetch-checkpoint --spec {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule fetch_checkpoints:
-    localrule: True
     input:
         [RESOURCES / "checkpoints" / name for name in checkpoint_downloads()],
+    localrule: True

@@ -11,17 +11,17 @@ rule train_align:
     output:
         model=TRAIN / "align" / "final" / "model.safetensors",
         losses=TRAIN / "align" / "losses.csv",
-    params:
-        settings=lambda w: as_json(stages.train_settings(config, "align")),
-        release=train_release(),
-        out=TRAIN / "align",
-    threads: 4
-    resources:
-        gpu=config["train"]["nproc_per_node"],
     log:
         LOGS / "train" / "align.log",
     conda:
         "../envs/train.yaml"
+    threads: 4
+    resources:
+        gpu=config["train"]["nproc_per_node"],
+    params:
+        settings=lambda w: as_json(stages.train_settings(config, "align")),
+        release=train_release(),
+        out=TRAIN / "align",
     shell:
         "OMP_NUM_THREADS={threads} loclens train --phase align --release {params.release:q}"
         " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
@@ -34,18 +34,18 @@ rule train_vqa:
     output:
         model=TRAIN / "vqa" / "final" / "model.safetensors",
         losses=TRAIN / "vqa" / "losses.csv",
+    log:
+        LOGS / "train" / "vqa.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 4
+    resources:
+        gpu=config["train"]["nproc_per_node"],
     params:
         settings=lambda w: as_json(stages.train_settings(config, "vqa")),
         release=train_release(),
         init=TRAIN / "align" / "final",
         out=TRAIN / "vqa",
-    threads: 4
-    resources:
-        gpu=config["train"]["nproc_per_node"],
-    log:
-        LOGS / "train" / "vqa.log",
-    conda:
-        "../envs/train.yaml"
     shell:
         "OMP_NUM_THREADS={threads} loclens train --phase vqa --release {params.release:q} --init {params.init:q}"
         " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"

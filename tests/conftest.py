@@ -27,8 +27,11 @@ BIN = Path(sys.executable).parent
 def vqa_rad_root() -> Path:
     """The vendored VQA-RAD subset (real release files, every reader quirk; tests/data/README.md)."""
     if not (VQA_RAD / "VQA_RAD Dataset Public.json").exists():
-        pytest.fail(f"VQA-RAD test subset not found at {VQA_RAD}; make it with "
-                    "python tests/data/make_vqa_rad_subset.py --source PATH/TO/VQA-RAD", pytrace=False)
+        pytest.fail(
+            f"VQA-RAD test subset not found at {VQA_RAD}; make it with "
+            "python tests/data/make_vqa_rad_subset.py --source PATH/TO/VQA-RAD",
+            pytrace=False,
+        )
     return VQA_RAD
 
 
@@ -63,8 +66,14 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
-        logs = "\n".join(p.read_text()[-3000:] for p in sorted((workdir / "results" / "logs").rglob("*.log"))) if (workdir / "results" / "logs").exists() else ""
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}")
+        logs = (
+            "\n".join(p.read_text()[-3000:] for p in sorted((workdir / "results" / "logs").rglob("*.log")))
+            if (workdir / "results" / "logs").exists()
+            else ""
+        )
+        raise AssertionError(
+            f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}\n{logs}"
+        )
     return proc
 
 
@@ -84,7 +93,12 @@ TINY_SAM_ARCH = {
 
 #: Generator settings for the random tiny SAM: a 4x4 point grid, and no quality thresholds or
 #: box NMS (random weights never pass SAM's defaults, and their masks all span the image).
-TINY_SAM_GENERATOR = {"points_per_side": 4, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
+TINY_SAM_GENERATOR = {
+    "points_per_side": 4,
+    "pred_iou_thresh": 0.0,
+    "stability_score_thresh": 0.0,
+    "box_nms_thresh": 1.0,
+}
 
 
 def save_tiny_sam(path: Path, seed: int) -> Path:
@@ -116,6 +130,8 @@ def phantom_rgb(region: str, size: int, seed: int):
 
     gray, organs = _phantom(region, size, np.random.default_rng(seed))
     return np.repeat(np.round(gray * 255).astype(np.uint8)[..., None], 3, axis=2), organs
+
+
 @dataclass
 class BuiltRelease:
     """A small release built in-process (sample phantoms, real LiteMedSAM, grouped split)."""
@@ -142,7 +158,9 @@ def build_release(root: Path, config: dict, masks: list[Path] | None = None) -> 
     plan = run_ingest(name, config, ingest / name)
     records = ingest / name / "records.jsonl"
     if masks is None:
-        masks = [root / "results" / "segment" / name / "medsam" / mask_cache_name(k) for k in range(len(plan.segment_shards))]
+        masks = [
+            root / "results" / "segment" / name / "medsam" / mask_cache_name(k) for k in range(len(plan.segment_shards))
+        ]
         for k in range(len(plan.segment_shards)):
             segment_job(plan, k, records, "medsam", config["segment"]["medsam"], masks[k], device="cpu")
     caches, infos = open_mask_caches({"medsam": masks})
@@ -178,6 +196,8 @@ def small_release(tmp_path_factory) -> BuiltRelease:
 def copy_release(built: BuiltRelease, dst: Path) -> Path:
     shutil.copytree(built.release, dst)
     return dst
+
+
 @pytest.fixture(scope="session")
 def train_release(tmp_path_factory, vqa_rad_root) -> Path:
     """A small real VQA-RAD release built by the real workflow (LiteMedSAM lens views): 5 images,

@@ -15,24 +15,33 @@ from loclens.train.loop import setup_distributed
 
 
 def collate(samples):
-    return {"keys": [s["key"] for s in samples], "image_ids": [s["image_id"] for s in samples],
-            "worker": get_worker_info().id}
+    return {
+        "keys": [s["key"] for s in samples],
+        "image_ids": [s["image_id"] for s in samples],
+        "worker": get_worker_info().id,
+    }
 
 
 def observe(release, phase: str, env) -> list[dict]:
     stream = ReleaseStream(release, phase, 2, collate, seed=0, rank=env.rank, world_size=env.world_size)
     stream.set_epoch(0)
-    return [{"worker": b["worker"], "keys": b["keys"], "image_ids": b["image_ids"]}
-            for b in DataLoader(stream, batch_size=None, num_workers=2)]
+    return [
+        {"worker": b["worker"], "keys": b["keys"], "image_ids": b["image_ids"]}
+        for b in DataLoader(stream, batch_size=None, num_workers=2)
+    ]
 
 
 def main(release_dir: str, out: str, vit: str) -> None:
     env = setup_distributed("cpu")
     release = open_release(release_dir)
-    report = {"rank": env.rank, "world_size": env.world_size,
-              "batches": {phase: observe(release, phase, env) for phase in ("align", "vqa")}}
-    settings = default_settings(vision={"backend": "hf", "path": vit}, connector={"factor": 2}, device="cpu",
-                                batch_size=2, align={"epochs": 2})
+    report = {
+        "rank": env.rank,
+        "world_size": env.world_size,
+        "batches": {phase: observe(release, phase, env) for phase in ("align", "vqa")},
+    }
+    settings = default_settings(
+        vision={"backend": "hf", "path": vit}, connector={"factor": 2}, device="cpu", batch_size=2, align={"epochs": 2}
+    )
     result = train(settings, "align", release_dir, Path(out) / "align", progress=False)
     report["losses"] = result["losses"]
     report["steps"] = result["steps"]

@@ -43,12 +43,14 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 def image_files() -> dict[str, bytes]:
     """File name -> bytes of every image in the crafted folder."""
-    gray16 = (phantom("head", 256, 3).astype(np.uint16) * 16 + 100)  # a 12-bit CT-like range
+    gray16 = phantom("head", 256, 3).astype(np.uint16) * 16 + 100  # a 12-bit CT-like range
     alpha = np.zeros((256, 256), np.uint8)
     alpha[16:-16, 16:-16] = 255  # an opaque body, a transparent frame
     rgba = np.dstack([np.repeat(phantom("abdomen", 256, 4)[..., None], 3, axis=2), alpha])
@@ -61,7 +63,9 @@ def image_files() -> dict[str, bytes]:
         "alpha.png": encode(Image.fromarray(rgba, "RGBA"), "PNG"),
         "jpeg_named.png": encode(Image.fromarray(phantom("head", 256, 8)), "JPEG", quality=90),
         "large.png": encode(large, "PNG", compress_level=1),
-        "palette.png": encode(Image.fromarray(phantom("chest", 256, 12)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"),
+        "palette.png": encode(
+            Image.fromarray(phantom("chest", 256, 12)).convert("P", palette=Image.Palette.ADAPTIVE), "PNG"
+        ),
         "truncated.jpg": truncated[: len(truncated) // 2],
         "not_png.png": b"<html><body>404 Not Found</body></html>\n",
         "tiny.png": encode(Image.new("L", (1, 1), 128), "PNG"),
@@ -121,8 +125,17 @@ def write_messy_release(root: Path) -> Expected:
         exp.released.add(str(qid))
         qid += 1
         if k % 2 == 0:  # some images also have a test question (VQA-RAD's split is by question)
-            records.append(_qa(qid, name, question="What organ is this?", answer="liver", phrase="test_freeform",
-                               answer_type="OPEN", question_type="ORGAN"))
+            records.append(
+                _qa(
+                    qid,
+                    name,
+                    question="What organ is this?",
+                    answer="liver",
+                    phrase="test_freeform",
+                    answer_type="OPEN",
+                    question_type="ORGAN",
+                )
+            )
             exp.released.add(str(qid))
             qid += 1
 
@@ -137,7 +150,11 @@ def write_messy_release(root: Path) -> Expected:
     bad(_qa(204, "missing.png"), "missing.png", "image file not found")
     bad(_qa(205, "../outside.png"), "outside.png", "escapes the dataset root")
     bad(_qa(206, "/etc/hostname"), "hostname", "escapes the dataset root")
-    bad(_qa(207, good[0], question=f"Is the l{LATIN1_PLACEHOLDER}sion visible?"), JSON_NAME, "'question' is not valid UTF-8")
+    bad(
+        _qa(207, good[0], question=f"Is the l{LATIN1_PLACEHOLDER}sion visible?"),
+        JSON_NAME,
+        "'question' is not valid UTF-8",
+    )
     bad(_qa(208, good[0], answer="\udc9f"), JSON_NAME, "'answer' is not valid UTF-8")
     bad(_qa(209, good[0], question="   "), JSON_NAME, "empty or non-text question")
     bad(_qa(210, good[0], answer=""), JSON_NAME, "empty answer")
@@ -169,10 +186,16 @@ def check_outcome(exp: Expected, released_qids: list[str], rejects: list[dict]) 
     unmatched = list(qa_rejects)
     for qid, file_fragment, reason_fragment in exp.rejected:
         hit = next(
-            (r for r in unmatched if r["qid"] == qid and file_fragment in r["source_file"] and reason_fragment in r["reason"]),
+            (
+                r
+                for r in unmatched
+                if r["qid"] == qid and file_fragment in r["source_file"] and reason_fragment in r["reason"]
+            ),
             None,
         )
-        assert hit is not None, f"no reject for qid {qid} naming {file_fragment!r} with {reason_fragment!r}: {qa_rejects}"
+        assert hit is not None, (
+            f"no reject for qid {qid} naming {file_fragment!r} with {reason_fragment!r}: {qa_rejects}"
+        )
         unmatched.remove(hit)
     assert not unmatched, f"unexpected rejects: {unmatched}"
     assert {Path(r["source_file"]).name for r in rejects if r["kind"] == "image"} == exp.orphans

@@ -66,13 +66,33 @@ def _jpeg(gray: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _record(rng: random.Random, qid: int, img_id: int, region: str, question: str, answer, lang: str,
-            answer_type: str, content_type: str, base_type: str = "vqa", triple=("vhead", "_", "_")) -> dict:
+def _record(
+    rng: random.Random,
+    qid: int,
+    img_id: int,
+    region: str,
+    question: str,
+    answer,
+    lang: str,
+    answer_type: str,
+    content_type: str,
+    base_type: str = "vqa",
+    triple=("vhead", "_", "_"),
+) -> dict:
     location, modality = LOCATION[region]
     rec = {
-        "img_id": img_id, "img_name": f"xmlab{img_id}/source.jpg", "question": question, "answer": answer,
-        "q_lang": lang, "location": location, "modality": modality, "answer_type": answer_type,
-        "base_type": base_type, "triple": list(triple), "qid": qid, "content_type": content_type,
+        "img_id": img_id,
+        "img_name": f"xmlab{img_id}/source.jpg",
+        "question": question,
+        "answer": answer,
+        "q_lang": lang,
+        "location": location,
+        "modality": modality,
+        "answer_type": answer_type,
+        "base_type": base_type,
+        "triple": list(triple),
+        "qid": qid,
+        "content_type": content_type,
     }
     keys = list(rec)
     rng.shuffle(keys)  # SLAKE's key order varies from record to record
@@ -94,14 +114,36 @@ def _records(rng: random.Random) -> dict[str, list[dict]]:
         for question, answer, atype, ctype in english:
             splits[split].append(_record(rng, qid, img_id, region, question, answer, "en", atype, ctype))
             qid += 1
-        chinese = [("这张图片是用什么方式拍摄的？", LOCATION[region][1], "OPEN", "Modality"), ("主要器官在哪里？", "中间", "OPEN", "Position")]
+        chinese = [
+            ("这张图片是用什么方式拍摄的？", LOCATION[region][1], "OPEN", "Modality"),
+            ("主要器官在哪里？", "中间", "OPEN", "Position"),
+        ]
         for question, answer, atype, ctype in chinese:
-            splits[CHINESE_SPLIT[img_id]].append(_record(rng, qid, img_id, region, question, answer, "zh", atype, ctype))
+            splits[CHINESE_SPLIT[img_id]].append(
+                _record(rng, qid, img_id, region, question, answer, "zh", atype, ctype)
+            )
             qid += 1
     # A knowledge-graph question, an empty answer and an img_name that does not match its img_id.
-    splits["train"].append(_record(rng, qid, 17, "abdomen", "What is the function of the liver?", "Detoxification",
-                                   "en", "OPEN", "KG", base_type="kvqa", triple=("liver", "function", "?")))
-    splits["train"].append(_record(rng, qid + 1, 17, "abdomen", "What diseases are included in the picture?", "", "en", "OPEN", "Abnormality"))
+    splits["train"].append(
+        _record(
+            rng,
+            qid,
+            17,
+            "abdomen",
+            "What is the function of the liver?",
+            "Detoxification",
+            "en",
+            "OPEN",
+            "KG",
+            base_type="kvqa",
+            triple=("liver", "function", "?"),
+        )
+    )
+    splits["train"].append(
+        _record(
+            rng, qid + 1, 17, "abdomen", "What diseases are included in the picture?", "", "en", "OPEN", "Abnormality"
+        )
+    )
     bad = _record(rng, qid + 2, 3, "chest", "Is this a CT image?", "No", "en", "CLOSED", "Modality")
     bad["img_name"] = "xmlab4/source.jpg"
     splits["test"].append(bad)

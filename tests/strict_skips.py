@@ -24,7 +24,9 @@ def pytest_sessionfinish(session, exitstatus):
         return
     skipped = [r for r in reporter.stats.get("skipped", []) if not hasattr(r, "wasxfail")]
     if skipped:
-        reporter.write_line(f"CI: {len(skipped)} test(s) skipped; every test must run in CI (reasons: pytest -rs)", red=True)
+        reporter.write_line(
+            f"CI: {len(skipped)} test(s) skipped; every test must run in CI (reasons: pytest -rs)", red=True
+        )
         for report in skipped:
             reporter.write_line(f"  skipped: {report.nodeid}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from loclens.ingest import check_accounting, read_jsonl, run_ingest
 from loclens.config import validate
+from loclens.ingest import check_accounting, read_jsonl, run_ingest
 from loclens.sources import SourceError, read_source
 from loclens.sources.vqa_rad import IMAGE_DIR, JSON_NAME
 
@@ -24,9 +24,17 @@ def _png(value: int, size=(64, 48)) -> bytes:
 
 
 def _record(qid, image, question="Is there a lesion?", answer="yes", **kw):
-    rec = {"qid": qid, "phrase_type": "freeform", "qid_linked_id": f"l{qid}", "image_name": image,
-           "image_organ": "CHEST", "question": question, "answer": answer, "answer_type": "CLOSED",
-           "question_type": "PRES"}
+    rec = {
+        "qid": qid,
+        "phrase_type": "freeform",
+        "qid_linked_id": f"l{qid}",
+        "image_name": image,
+        "image_organ": "CHEST",
+        "question": question,
+        "answer": answer,
+        "answer_type": "CLOSED",
+        "question_type": "PRES",
+    }
     rec.update(kw)
     return rec
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import BIN, REPO
 
 pytestmark = pytest.mark.slow
@@ -34,10 +33,30 @@ def bench(tmp_path_factory, vqa_rad_root):
     report = out / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     cmd = [
-        str(BIN / "loclens"), "bench", "--vqa-rad", str(vqa_rad_root), "--n-images", "2", "--naive",
-        "--segmenters", "medsam", "--max-prompts", "2", "--repeats", "1", "--box-images", "1",
-        "--encoder-batches", "1", "--train-samples", "4",
-        "--workdir", str(out / "work"), "--json", str(report), "--quiet",
+        str(BIN / "loclens"),
+        "bench",
+        "--vqa-rad",
+        str(vqa_rad_root),
+        "--n-images",
+        "2",
+        "--naive",
+        "--segmenters",
+        "medsam",
+        "--max-prompts",
+        "2",
+        "--repeats",
+        "1",
+        "--box-images",
+        "1",
+        "--encoder-batches",
+        "1",
+        "--train-samples",
+        "4",
+        "--workdir",
+        str(out / "work"),
+        "--json",
+        str(report),
+        "--quiet",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -47,8 +66,16 @@ def bench(tmp_path_factory, vqa_rad_root):
 def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
     _, report, _ = bench
     stages = report["stages"]
-    expected = {"ingest", "segment medsam/litemedsam", "boxes medsam/litemedsam", "naive medsam/litemedsam",
-                "render", "release", "parquet", "train"}
+    expected = {
+        "ingest",
+        "segment medsam/litemedsam",
+        "boxes medsam/litemedsam",
+        "naive medsam/litemedsam",
+        "render",
+        "release",
+        "parquet",
+        "train",
+    }
     assert expected <= set(stages), sorted(stages)
     for key, result in stages.items():
         assert "error" not in result, (key, result)
@@ -96,8 +123,17 @@ def test_every_stage_ran_and_every_figure_is_finite_and_positive(bench):
 
 def test_table_names_every_figure(bench):
     text, report, _ = bench
-    for needle in ("images/s", "s per box", "Mpix/s", "MB/s", "peak RSS MB", "naive medsam/litemedsam", "targets:",
-                   "coverage by body region", "2 (100%)"):
+    for needle in (
+        "images/s",
+        "s per box",
+        "Mpix/s",
+        "MB/s",
+        "peak RSS MB",
+        "naive medsam/litemedsam",
+        "targets:",
+        "coverage by body region",
+        "2 (100%)",
+    ):
         assert needle in text, needle
     train_line = next(line for line in text.splitlines() if line.lstrip().startswith("train reader"))
     assert "n/a" not in train_line and "samples/s" in train_line, train_line
@@ -123,9 +159,21 @@ def test_naive_mode_writes_views_as_png_files_and_the_pipeline_parquet(bench):
 def test_unknown_segmenter_is_a_clear_error(vqa_rad_root, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(
-        [sys.executable, "-m", "loclens.cli", "bench", "--vqa-rad", str(vqa_rad_root), "--segmenters", "nope",
-         "--workdir", str(tmp_path)],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "loclens.cli",
+            "bench",
+            "--vqa-rad",
+            str(vqa_rad_root),
+            "--segmenters",
+            "nope",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode != 0 and "--segmenters: unknown ['nope']" in proc.stderr
 
@@ -136,22 +184,66 @@ def test_stand_in_model_measures_the_pipeline_around_it(vqa_rad_root, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     report = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "loclens.cli", "bench", "--vqa-rad", str(vqa_rad_root), "--n-images", "3", "--model", "null:5+1",
-         "--segmenters", "medsam/litemedsam", "--workers", "0,2", "--repeats", "1", "--workdir", str(tmp_path / "work"),
-         "--json", str(report), "--quiet"],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "loclens.cli",
+            "bench",
+            "--vqa-rad",
+            str(vqa_rad_root),
+            "--n-images",
+            "3",
+            "--model",
+            "null:5+1",
+            "--segmenters",
+            "medsam/litemedsam",
+            "--workers",
+            "0,2",
+            "--repeats",
+            "1",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(report),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = json.loads(report.read_text())["stages"]
     steps = stages["steps medsam/litemedsam"]["figures"]
-    assert set(steps["s_per_image"]) == {"read", "decode", "prompts", "prepare", "post_cpu_rle", "post_pipeline",
-                                            "post_entries_from_counts"}
+    assert set(steps["s_per_image"]) == {
+        "read",
+        "decode",
+        "prompts",
+        "prepare",
+        "post_cpu_rle",
+        "post_pipeline",
+        "post_entries_from_counts",
+    }
     assert all(v > 0 for v in steps["s_per_image"].values())
     pipeline = stages["pipeline medsam/litemedsam"]["figures"]
     assert pipeline["stand_in_images_per_s"] == pytest.approx(1 / 0.006)
     assert [r["workers"] for r in pipeline["runs"]] == [0, 2]
     assert all(0 < r["sustained_fraction"] <= 1 and r["masks_per_image"] > 0 for r in pipeline["runs"])
     assert "rate with model null:5+1" in proc.stdout and "box prompts" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "loclens.cli", "bench", "--vqa-rad", str(vqa_rad_root), "--model", "null:x",
-                          "--workdir", str(tmp_path / "bad")], capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loclens.cli",
+            "bench",
+            "--vqa-rad",
+            str(vqa_rad_root),
+            "--model",
+            "null:x",
+            "--workdir",
+            str(tmp_path / "bad"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2 and "null:ENC" in bad.stderr

@@ -8,8 +8,8 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_SAM_ARCH, TINY_SAM_GENERATOR, phantom_rgb
+
 from loclens.config import validate
 from loclens.segment import build_segmenter, inference, litemedsam, medsam_vitb, rle, sam
 
@@ -24,11 +24,30 @@ def cpu_bf16(monkeypatch):
 
 
 def test_sam_automatic_in_bf16(cpu_bf16, tiny_sam_checkpoint):
-    no_filter = {k: None for k in ("min_area_fraction", "max_area_fraction", "max_span_fraction", "border_fraction",
-                                   "dedup_iou", "max_masks")}
-    cfg = validate({"datasets": {"sample": {}}, "segment": {"sam": {
-        "checkpoint": str(tiny_sam_checkpoint), "arch": TINY_SAM_ARCH, "generator": TINY_SAM_GENERATOR,
-        "filter": no_filter}}})["segment"]["sam"]
+    no_filter = {
+        k: None
+        for k in (
+            "min_area_fraction",
+            "max_area_fraction",
+            "max_span_fraction",
+            "border_fraction",
+            "dedup_iou",
+            "max_masks",
+        )
+    }
+    cfg = validate(
+        {
+            "datasets": {"sample": {}},
+            "segment": {
+                "sam": {
+                    "checkpoint": str(tiny_sam_checkpoint),
+                    "arch": TINY_SAM_ARCH,
+                    "generator": TINY_SAM_GENERATOR,
+                    "filter": no_filter,
+                }
+            },
+        }
+    )["segment"]["sam"]
     image = phantom_rgb("chest", 256, 7)[0]
     out = {}
     for precision in ("bf16", "fp32"):

@@ -92,7 +92,9 @@ def test_network_disabled_gives_a_clear_error(tmp_path):
 def test_hugging_face_offline_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = {"hf": {"repo_id": "someone/medsam", "filename": "medsam_vit_b.pth"}, "sha256": "0" * 64}
-    with pytest.raises(CheckpointError, match=r"could not fetch medsam_vit_b\.pth from the Hugging Face repo someone/medsam"):
+    with pytest.raises(
+        CheckpointError, match=r"could not fetch medsam_vit_b\.pth from the Hugging Face repo someone/medsam"
+    ):
         checkpoints.fetch(spec, tmp_path / "medsam_vit_b.pth")
 
 
@@ -101,8 +103,13 @@ def test_cli_fetches_what_the_config_needs(tmp_path, weights, monkeypatch, capsy
     config = {
         "datasets": {"sample": {}},
         "resources": "res",
-        "segment": {"sam": {"enabled": True, "arch": {"encoder_depth": 1},
-                            "download": {"url": weights.as_uri(), "sha256": sha256_file(weights), "filename": "tiny.pth"}}},
+        "segment": {
+            "sam": {
+                "enabled": True,
+                "arch": {"encoder_depth": 1},
+                "download": {"url": weights.as_uri(), "sha256": sha256_file(weights), "filename": "tiny.pth"},
+            }
+        },
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["fetch-checkpoint", "--config", "config.yaml"]) == 0
@@ -121,8 +128,21 @@ def test_segment_without_weights_exits_with_instructions(tmp_path, capsys):
     settings = _segment_cfg(medsam={"backend": "medsam_vitb"})["medsam"]
     import json
 
-    argv = ["segment", "--records", "r.jsonl", "--plan", "p.json", "--shard", "0", "--segmenter", "medsam",
-            "--settings", json.dumps(settings), "--out", str(tmp_path / "x.parquet")]
+    argv = [
+        "segment",
+        "--records",
+        "r.jsonl",
+        "--plan",
+        "p.json",
+        "--shard",
+        "0",
+        "--segmenter",
+        "medsam",
+        "--settings",
+        json.dumps(settings),
+        "--out",
+        str(tmp_path / "x.parquet"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     target = Path("resources") / "checkpoints" / "medsam-vit-base_pytorch_model.bin"
@@ -135,8 +155,11 @@ def test_segment_without_weights_exits_with_instructions(tmp_path, capsys):
 def test_medsam_vitb_defaults_to_the_pinned_hub_copy(tmp_path):
     medsam = _segment_cfg(medsam={"backend": "medsam_vitb"})["medsam"]
     spec = checkpoints.download_spec("medsam", medsam)
-    assert spec["hf"] == {"repo_id": "flaviagiammarino/medsam-vit-base", "filename": "pytorch_model.bin",
-                          "revision": "7f4cdedabc736e857fb0406a8427b1ce6a2a3c03"}
+    assert spec["hf"] == {
+        "repo_id": "flaviagiammarino/medsam-vit-base",
+        "filename": "pytorch_model.bin",
+        "revision": "7f4cdedabc736e857fb0406a8427b1ce6a2a3c03",
+    }
     assert len(spec["sha256"]) == 64 and int(spec["sha256"], 16)
     target = checkpoints.checkpoint_target("medsam", medsam, tmp_path)
     assert target == tmp_path / "checkpoints" / "medsam-vit-base_pytorch_model.bin"
@@ -176,15 +199,23 @@ def _tiny_hf_sam(seed: int = 0):
 
     a = TINY_SAM_ARCH
     config = SamConfig(
-        vision_config={"hidden_size": a["encoder_embed_dim"], "num_hidden_layers": a["encoder_depth"],
-                       "num_attention_heads": a["encoder_num_heads"],
-                       "global_attn_indexes": a["encoder_global_attn_indexes"], "window_size": a["window_size"],
-                       "image_size": a["image_size"], "output_channels": a["prompt_embed_dim"],
-                       "num_pos_feats": a["prompt_embed_dim"] // 2},
+        vision_config={
+            "hidden_size": a["encoder_embed_dim"],
+            "num_hidden_layers": a["encoder_depth"],
+            "num_attention_heads": a["encoder_num_heads"],
+            "global_attn_indexes": a["encoder_global_attn_indexes"],
+            "window_size": a["window_size"],
+            "image_size": a["image_size"],
+            "output_channels": a["prompt_embed_dim"],
+            "num_pos_feats": a["prompt_embed_dim"] // 2,
+        },
         prompt_encoder_config={"hidden_size": a["prompt_embed_dim"], "image_size": a["image_size"]},
-        mask_decoder_config={"hidden_size": a["prompt_embed_dim"], "mlp_dim": a["decoder_mlp_dim"],
-                             "num_attention_heads": a["decoder_num_heads"],
-                             "iou_head_hidden_dim": a["iou_head_hidden_dim"]},
+        mask_decoder_config={
+            "hidden_size": a["prompt_embed_dim"],
+            "mlp_dim": a["decoder_mlp_dim"],
+            "num_attention_heads": a["decoder_num_heads"],
+            "iou_head_hidden_dim": a["iou_head_hidden_dim"],
+        },
     )
     torch.manual_seed(seed)
     model = SamModel(config).eval()
@@ -216,7 +247,12 @@ def test_converted_keys_and_shapes_are_segment_anythings(hf_sam):
     expected = build_sam_network("vit_b", TINY_SAM_ARCH).state_dict()
     assert {k: v.shape for k, v in converted.items()} == {k: v.shape for k, v in expected.items()}
     # The files saved by transformers read back to the same tensors, whichever format.
-    for path in (root / "hf", root / "hf" / "model.safetensors", root / "hf_bin", root / "hf_bin" / "pytorch_model.bin"):
+    for path in (
+        root / "hf",
+        root / "hf" / "model.safetensors",
+        root / "hf_bin",
+        root / "hf_bin" / "pytorch_model.bin",
+    ):
         state = checkpoints.read_state_dict(path)
         assert is_transformers_sam(state)
         got = to_segment_anything(state)
@@ -230,8 +266,12 @@ def test_published_sammodel_layouts_map_onto_segment_anythings(model_type):
     from transformers import SamConfig, SamModel
 
     a = ARCHS[model_type]
-    vision = {"hidden_size": a["encoder_embed_dim"], "num_hidden_layers": a["encoder_depth"],
-              "num_attention_heads": a["encoder_num_heads"], "global_attn_indexes": a["encoder_global_attn_indexes"]}
+    vision = {
+        "hidden_size": a["encoder_embed_dim"],
+        "num_hidden_layers": a["encoder_depth"],
+        "num_attention_heads": a["encoder_num_heads"],
+        "global_attn_indexes": a["encoder_global_attn_indexes"],
+    }
     with torch.device("meta"):
         theirs = SamModel(SamConfig(vision_config=vision)).state_dict()
         ours = build_sam_network(model_type).state_dict()
@@ -253,9 +293,13 @@ def test_converted_network_computes_what_sammodel_computes(hf_sam):
         emb = net.image_encoder(pixels)
         torch.testing.assert_close(emb, model.get_image_embeddings(pixels), rtol=1e-4, atol=1e-5)
         sparse, dense = net.prompt_encoder(points=None, boxes=boxes[:, None, :], masks=None)
-        logits, iou = net.mask_decoder(image_embeddings=emb, image_pe=net.prompt_encoder.get_dense_pe(),
-                                       sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                       multimask_output=False)
+        logits, iou = net.mask_decoder(
+            image_embeddings=emb,
+            image_pe=net.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
     their_logits = theirs.pred_masks[0]  # (boxes, 1, h, w)
     assert their_logits.shape == logits.shape
     torch.testing.assert_close(logits, their_logits, rtol=1e-4, atol=1e-4)
@@ -282,8 +326,9 @@ def test_transformers_and_segment_anything_files_give_identical_masks(hf_sam):
 
     sam = {}
     for path in (root / "sam.pth", root / "hf"):
-        cfg = _segment_cfg(sam={"enabled": True, "checkpoint": str(path), "arch": TINY_SAM_ARCH,
-                                "generator": dict(TINY_SAM_GENERATOR)})["sam"]
+        cfg = _segment_cfg(
+            sam={"enabled": True, "checkpoint": str(path), "arch": TINY_SAM_ARCH, "generator": dict(TINY_SAM_GENERATOR)}
+        )["sam"]
         seg = build_segmenter("sam", cfg, "cpu")
         sam[path] = [(c.rle["counts"], c.score) for c in seg.generate(seg.encode([image])[0], image)]
     assert sam[root / "hf"] == sam[root / "sam.pth"]
@@ -293,7 +338,9 @@ def test_bad_transformers_checkpoints_are_named(tmp_path, hf_sam):
     _, root = hf_sam
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(CheckpointError, match=r"empty: a checkpoint folder must hold model\.safetensors or pytorch_model\.bin"):
+    with pytest.raises(
+        CheckpointError, match=r"empty: a checkpoint folder must hold model\.safetensors or pytorch_model\.bin"
+    ):
         checkpoints.read_state_dict(empty)
     (empty / "model.safetensors.index.json").write_text("{}")
     with pytest.raises(CheckpointError, match="sharded checkpoints"):

@@ -23,12 +23,24 @@ RADIOGRAPHS = Path(__file__).parent / "data" / "radiographs"
 
 #: file -> landmarks (x, y): lungs (image left, image right), mediastinum, heart, below the diaphragm.
 LANDMARKS = {
-    "synpic31217.jpg": {"lungs": [(140, 200), (360, 200)], "mediastinum": (258, 180), "heart": (270, 330),
-                        "below": (150, 480)},
-    "synpic55464.jpg": {"lungs": [(200, 300), (470, 300)], "mediastinum": (330, 250), "heart": (360, 430),
-                        "below": (300, 620)},
-    "synpic29048.jpg": {"lungs": [(220, 350), (520, 320)], "mediastinum": (380, 250), "heart": (420, 450),
-                        "below": (380, 650)},
+    "synpic31217.jpg": {
+        "lungs": [(140, 200), (360, 200)],
+        "mediastinum": (258, 180),
+        "heart": (270, 330),
+        "below": (150, 480),
+    },
+    "synpic55464.jpg": {
+        "lungs": [(200, 300), (470, 300)],
+        "mediastinum": (330, 250),
+        "heart": (360, 430),
+        "below": (300, 620),
+    },
+    "synpic29048.jpg": {
+        "lungs": [(220, 350), (520, 320)],
+        "mediastinum": (380, 250),
+        "heart": (420, 450),
+        "below": (380, 650),
+    },
 }
 
 
@@ -71,8 +83,13 @@ def test_chest_boxes_land_on_the_anatomy(name):
     h, w = image.shape[:2]
     marks = LANDMARKS[name]
     boxes = _by_label(chest_prompts(image, _source_cfg("chest")))
-    assert set(boxes) == {"lung-field-image-left", "lung-field-image-right", "mediastinum", "heart-shadow",
-                          "below-diaphragm"}
+    assert set(boxes) == {
+        "lung-field-image-left",
+        "lung-field-image-right",
+        "mediastinum",
+        "heart-shadow",
+        "below-diaphragm",
+    }
     left, right = boxes["lung-field-image-left"], boxes["lung-field-image-right"]
     for box in boxes.values():
         x0, y0, x1, y1 = box

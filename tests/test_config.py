@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import REPO
 
 from loclens.config import ConfigError, load, validate
-from conftest import REPO
 
 
 def test_default_config_is_valid_and_filled():
@@ -43,5 +43,7 @@ def test_prompt_sources_narrow_to_what_can_run():
     with pytest.raises(ValueError, match=r"no source can produce boxes \(sam needs segment.sam.enabled: true\)"):
         segment_settings(only_sam, "medsam")
     typo = validate({"datasets": {"sample": {}}, "segment": {"medsam": {"prompts": ["otsu", "expret"]}}})
-    with pytest.raises(ValueError, match=r"unknown prompt source\(s\) \['expret'\]; known: \['chest', 'expert', 'otsu', 'sam'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown prompt source\(s\) \['expret'\]; known: \['chest', 'expert', 'otsu', 'sam'\]"
+    ):
         segment_settings(typo, "medsam")

@@ -9,8 +9,11 @@ from loclens.schema import VIEW_COLUMNS
 
 COVERAGE = {
     "segmenters": ["medsam"],
-    "regions": {"abdomen": {"images": 100, "medsam": 100}, "chest": {"images": 107, "medsam": 106},
-                "head": {"images": 0, "medsam": 0}},
+    "regions": {
+        "abdomen": {"images": 100, "medsam": 100},
+        "chest": {"images": 107, "medsam": 106},
+        "head": {"images": 0, "medsam": 0},
+    },
     "all": {"images": 207, "medsam": 206},
 }
 
@@ -24,20 +27,35 @@ def test_coverage_counts_images_once_per_region_combination():
             views.update(medsam_unicolor={"path": "u"}, medsam_multicolor={"path": "m"})
         if sam:
             views.update(sam_unicolor={"path": "u"})
-        return {"image_id": image_id, "body_region": region, "width": 4, "height": 4, "alpha": {}, "masks": [],
-                "qa": [], "provenance": {"segmenters": []}, **views}
+        return {
+            "image_id": image_id,
+            "body_region": region,
+            "width": 4,
+            "height": 4,
+            "alpha": {},
+            "masks": [],
+            "qa": [],
+            "provenance": {"segmenters": []},
+            **views,
+        }
 
     train, test = SplitStats(), SplitStats()
-    for r in (row("a", "chest", True), row("b", "chest", False), row("c", None, True, sam=True),
-              row("d", "abdomen,chest", False)):
+    for r in (
+        row("a", "chest", True),
+        row("b", "chest", False),
+        row("c", None, True, sam=True),
+        row("d", "abdomen,chest", False),
+    ):
         train.add_row(r)
     test.add_row(row("a", "chest", True))  # the same image in a second split counts once
     cov = coverage({"train": train, "test": test}, ["medsam", "sam"])
     assert cov == {
         "segmenters": ["medsam", "sam"],
-        "regions": {"abdomen,chest": {"images": 1, "medsam": 0, "sam": 0},
-                    "chest": {"images": 2, "medsam": 1, "sam": 0},
-                    "unknown": {"images": 1, "medsam": 1, "sam": 1}},
+        "regions": {
+            "abdomen,chest": {"images": 1, "medsam": 0, "sam": 0},
+            "chest": {"images": 2, "medsam": 1, "sam": 0},
+            "unknown": {"images": 1, "medsam": 1, "sam": 1},
+        },
         "all": {"images": 4, "medsam": 2, "sam": 1},
     }
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, REPO, run_snakemake
+from slake_tree import build_slake_tree
+
 from loclens import cli, download
 from loclens.archive import ArchiveError, safe_extract
 from loclens.download import RECORD, VQA_RAD_IMAGES, VQA_RAD_JSON, read_origin
 from loclens.provenance import sha256_file
 from loclens.sources import read_source
-from slake_tree import build_slake_tree
 
 
 def _loclens(*args: str, offline: bool = True, **env) -> subprocess.CompletedProcess:
@@ -50,16 +50,34 @@ def test_offline_slake_download_says_what_to_get_and_where(tmp_path):
 
 def test_unreachable_hub_fails_fast_with_instructions(tmp_path):
     dest = tmp_path / "slake"
-    proc = _loclens("download", "slake", "--out", str(dest), "--timeout", "5", offline=False, HF_ENDPOINT="http://127.0.0.1:9")
+    proc = _loclens(
+        "download", "slake", "--out", str(dest), "--timeout", "5", offline=False, HF_ENDPOINT="http://127.0.0.1:9"
+    )
     _fails_with_instructions(proc, "cannot download BoKelvin/SLAKE", "Error", f"loclens download slake --out {dest}")
 
 
 def test_unreachable_or_offline_vqa_rad_fails_with_instructions(tmp_path):
     dest = tmp_path / "vqa_rad"
-    proc = _loclens("download", "vqa_rad", "--out", str(dest), "--url", "http://127.0.0.1:9/osf.zip", "--timeout", "5", offline=False)
-    _fails_with_instructions(proc, "cannot download http://127.0.0.1:9/osf.zip", "https://osf.io/89kps/", str(dest / "vqa_rad_osf.zip"))
-    _fails_with_instructions(_loclens("download", "vqa_rad", "--out", str(dest)), "offline mode", f"loclens download vqa_rad --out {dest}")
-    _fails_with_instructions(_loclens("download", "mnist", "--out", str(dest)), "known are slake, vqa_rad and hub:<owner>/<name>")
+    proc = _loclens(
+        "download",
+        "vqa_rad",
+        "--out",
+        str(dest),
+        "--url",
+        "http://127.0.0.1:9/osf.zip",
+        "--timeout",
+        "5",
+        offline=False,
+    )
+    _fails_with_instructions(
+        proc, "cannot download http://127.0.0.1:9/osf.zip", "https://osf.io/89kps/", str(dest / "vqa_rad_osf.zip")
+    )
+    _fails_with_instructions(
+        _loclens("download", "vqa_rad", "--out", str(dest)), "offline mode", f"loclens download vqa_rad --out {dest}"
+    )
+    _fails_with_instructions(
+        _loclens("download", "mnist", "--out", str(dest)), "known are slake, vqa_rad and hub:<owner>/<name>"
+    )
 
 
 def test_slake_files_in_place_are_unpacked_and_recorded_offline(tmp_path):
@@ -95,27 +113,37 @@ def test_vqa_rad_zip_from_a_url_is_unpacked_and_checked(tmp_path, vqa_rad_root, 
     # The test data holds a subset of the published JSON: the command checks against its digest
     # instead (a wrong digest is refused, below and in the next test).
     monkeypatch.setattr(download, "VQA_RAD_JSON_SHA256", sha256_file(vqa_rad_root / VQA_RAD_JSON))
-    assert cli.main(["download", "vqa_rad", "--out", str(dest), "--url", archive.as_uri()]) == 0, capsys.readouterr().err
+    assert cli.main(["download", "vqa_rad", "--out", str(dest), "--url", archive.as_uri()]) == 0, (
+        capsys.readouterr().err
+    )
     assert (dest / VQA_RAD_JSON).read_bytes() == (vqa_rad_root / VQA_RAD_JSON).read_bytes()
     assert len(list((dest / VQA_RAD_IMAGES).iterdir())) == 2 and not (dest / ".osf-unpacked").exists()
     record = json.loads((dest / RECORD).read_text())
     assert record["origin"] == "osf" and record["url"] == archive.as_uri() and "vqa_rad_osf.zip" in record["files"]
     monkeypatch.setattr(download, "VQA_RAD_JSON_SHA256", "0" * 64)
     assert cli.main(["download", "vqa_rad", "--out", str(dest)]) == 2
-    assert f"sha256 {sha256_file(dest / VQA_RAD_JSON)} is not the published file's {'0' * 64}" in capsys.readouterr().err
+    assert (
+        f"sha256 {sha256_file(dest / VQA_RAD_JSON)} is not the published file's {'0' * 64}" in capsys.readouterr().err
+    )
 
 
 def test_vqa_rad_zip_placed_by_hand_with_wrong_json_is_refused(tmp_path, vqa_rad_root):
     dest = tmp_path / "vqa_rad"
     dest.mkdir()
     _osf_zip(dest / "vqa_rad_osf.zip", vqa_rad_root, json_bytes=b"[]")
-    _fails_with_instructions(_loclens("download", "vqa_rad", "--out", str(dest)), "is not the published file's 948b7156")
+    _fails_with_instructions(
+        _loclens("download", "vqa_rad", "--out", str(dest)), "is not the published file's 948b7156"
+    )
     assert not (dest / RECORD).exists()
 
 
 @pytest.mark.parametrize(
     "member, problem",
-    [("/etc/evil", "has an absolute path"), ("a/../../evil", "escapes the target folder"), ("link", "is a symbolic link")],
+    [
+        ("/etc/evil", "has an absolute path"),
+        ("a/../../evil", "escapes the target folder"),
+        ("link", "is a symbolic link"),
+    ],
 )
 def test_unsafe_members_refuse_the_whole_archive(tmp_path, member, problem):
     archive = tmp_path / "bad.zip"
@@ -123,7 +151,7 @@ def test_unsafe_members_refuse_the_whole_archive(tmp_path, member, problem):
         zf.writestr("good.txt", b"ok")
         info = zipfile.ZipInfo(member)
         if member == "link":
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
         zf.writestr(info, b"/etc/passwd")
     with pytest.raises(ArchiveError, match=rf"bad\.zip: member '{member}' {problem}"):
         safe_extract(archive, tmp_path / "out")
@@ -144,4 +172,7 @@ def test_snakemake_download_and_default_targets_offline_stop_before_any_job_sayi
         assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
     # The default target downloads a dataset that lives in resources/<name> before ingesting it.
     dry = run_snakemake(tmp_path, "--configfile", str(cfg), "--cores", "1", "-n")
-    assert "download_dataset" in dry.stdout + dry.stderr and "resources/slake/loclens-download.json" in dry.stdout + dry.stderr
+    assert (
+        "download_dataset" in dry.stdout + dry.stderr
+        and "resources/slake/loclens-download.json" in dry.stdout + dry.stderr
+    )

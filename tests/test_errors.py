@@ -9,13 +9,12 @@ import pkgutil
 
 import pytest
 
-from loclens.ingest import RECORD_KEYS
-from loclens.plan import Plan, write_plan
-
 import loclens
 from loclens import cli
 from loclens.config import validate
 from loclens.errors import LoclensError
+from loclens.ingest import RECORD_KEYS
+from loclens.plan import Plan, write_plan
 from loclens.segment import gpu_slots
 
 
@@ -74,9 +73,23 @@ def test_busy_gpus_end_the_segment_command_with_one_line(monkeypatch, tmp_path, 
         (tmp_path / "records.jsonl").write_text(json.dumps(record) + "\n")
         write_plan(tmp_path / "plan.json", Plan(dataset="sample", segment_shards=[["a" * 16]], release_shards=[]))
         settings = validate({"datasets": {"sample": {}}})["segment"]["medsam"]
-        code = cli.main(["segment", "--records", str(tmp_path / "records.jsonl"), "--plan", str(tmp_path / "plan.json"),
-                         "--shard", "0", "--segmenter", "medsam", "--settings", json.dumps(settings),
-                         "--out", str(tmp_path / "masks.parquet")])
+        code = cli.main(
+            [
+                "segment",
+                "--records",
+                str(tmp_path / "records.jsonl"),
+                "--plan",
+                str(tmp_path / "plan.json"),
+                "--shard",
+                "0",
+                "--segmenter",
+                "medsam",
+                "--settings",
+                json.dumps(settings),
+                "--out",
+                str(tmp_path / "masks.parquet"),
+            ]
+        )
     finally:
         gpu_slots.release_all()
     err = capsys.readouterr().err

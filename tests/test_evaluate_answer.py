@@ -41,8 +41,13 @@ def test_candidates_are_distinct_training_answers_by_type(release):
 
 
 def test_ranker_scores_are_the_models_cosines_on_the_original_image(release, tiny_vit, tmp_path):
-    settings = default_settings(vision={"backend": "hf", "path": str(tiny_vit)}, connector={"factor": 2},
-                                device="cpu", embed_dim=16, vqa={"max_steps": 1})
+    settings = default_settings(
+        vision={"backend": "hf", "path": str(tiny_vit)},
+        connector={"factor": 2},
+        device="cpu",
+        embed_dim=16,
+        vqa={"max_steps": 1},
+    )
     train(settings, "vqa", release, tmp_path / "vqa", progress=False)
     answerer = load_answerer(tmp_path / "vqa" / "final", device="cpu")
     assert isinstance(answerer, Ranker)
@@ -66,15 +71,27 @@ def test_ranker_scores_are_the_models_cosines_on_the_original_image(release, tin
 
 
 def test_lens_vlm_generates_free_text_that_is_scored(release, tiny_idefics3, tmp_path):
-    settings = default_settings(model="vlm", device="cpu", vlm={"model": str(tiny_idefics3), "max_new_tokens": 4},
-                                fusion_heads=2, batch_size=2, vqa={"max_steps": 1})
+    settings = default_settings(
+        model="vlm",
+        device="cpu",
+        vlm={"model": str(tiny_idefics3), "max_new_tokens": 4},
+        fusion_heads=2,
+        batch_size=2,
+        vqa={"max_steps": 1},
+    )
     train(settings, "vqa", release, tmp_path / "gen", progress=False)
     answerer = load_answerer(tmp_path / "gen" / "final", device="cpu")
     assert isinstance(answerer, Generator)
     # Answers are as long as the trained model's train.vlm.max_new_tokens allows.
     assert answerer.max_new_tokens is None and answerer.model.max_new_tokens == 4
-    result = evaluate_model(release, ["vqa_rad"], {**SETTINGS, "predictions_format": "jsonl"}, answerer,
-                            tmp_path / "eval", {"cell": None, "seed": 0})
+    result = evaluate_model(
+        release,
+        ["vqa_rad"],
+        {**SETTINGS, "predictions_format": "jsonl"},
+        answerer,
+        tmp_path / "eval",
+        {"cell": None, "seed": 0},
+    )
     preds = read_predictions(tmp_path / "eval" / "predictions" / "vqa_rad.jsonl")
     assert preds and all(isinstance(p["prediction"], str) and p["method"] == "generate" for p in preds)
     assert all(p["score"] is None and p["in_candidates"] is None for p in preds)

@@ -19,8 +19,14 @@ from loclens.evaluate.tags import MissingTagsError, localization_tags
 
 
 def _pred(dataset, answer, prediction, answer_type="closed", tags=(), qid="q"):
-    return {"dataset": dataset, "qid": qid, "answer": answer, "prediction": prediction,
-            "answer_type": answer_type, "tags": list(tags)}
+    return {
+        "dataset": dataset,
+        "qid": qid,
+        "answer": answer,
+        "prediction": prediction,
+        "answer_type": answer_type,
+        "tags": list(tags),
+    }
 
 
 def test_localization_tags_come_from_the_release_field():
@@ -89,13 +95,26 @@ def test_default_table3_is_the_papers_eight_rows():
 
 
 def test_grid_modes_and_cells():
-    cells = grid_cells(_evaluate({"grid": {"mode": "cells", "cells": [
-        {"lens": ["medsam"], "phase1_loss": "dcl", "pixel_shuffle": True},
-        {"lens": ["expert"], "phase1_loss": "infonce", "pixel_shuffle": False},
-    ]}, "main": {"lens": ["medsam"], "phase1_loss": "dcl", "pixel_shuffle": True}}))
+    cells = grid_cells(
+        _evaluate(
+            {
+                "grid": {
+                    "mode": "cells",
+                    "cells": [
+                        {"lens": ["medsam"], "phase1_loss": "dcl", "pixel_shuffle": True},
+                        {"lens": ["expert"], "phase1_loss": "infonce", "pixel_shuffle": False},
+                    ],
+                },
+                "main": {"lens": ["medsam"], "phase1_loss": "dcl", "pixel_shuffle": True},
+            }
+        )
+    )
     # The baseline (not listed) comes first; main is listed, so it keeps its place.
-    assert [c.name for c in cells] == ["lens-none/p1-infonce/shuffle-off", "lens-medsam/p1-dcl/shuffle-on",
-                                       "lens-expert/p1-infonce/shuffle-off"]
+    assert [c.name for c in cells] == [
+        "lens-none/p1-infonce/shuffle-off",
+        "lens-medsam/p1-dcl/shuffle-on",
+        "lens-expert/p1-infonce/shuffle-off",
+    ]
     with pytest.raises(ValueError, match="grid.cells is empty"):
         grid_cells(_evaluate({"grid": {"mode": "cells"}}))
     one = grid_cells(_evaluate({"grid": {"mode": "one_at_a_time"}}))
@@ -111,11 +130,22 @@ def test_grid_modes_and_cells():
 
 
 def test_cell_train_settings_override_only_the_ablated_keys():
-    align = {"seed": 0, "views": ["masked"], "connector": {"pixel_shuffle": True, "factor": 4}, "align": {"loss": "dcl", "epochs": 2}}
+    align = {
+        "seed": 0,
+        "views": ["masked"],
+        "connector": {"pixel_shuffle": True, "factor": 4},
+        "align": {"loss": "dcl", "epochs": 2},
+    }
     got = cell_train_settings(align, make_cell("medsam", "infonce", "off"), 3)
-    assert got == {"seed": 3, "views": ["medsam_unicolor", "medsam_multicolor"],
-                   "connector": {"pixel_shuffle": False, "factor": 4}, "align": {"loss": "infonce", "epochs": 2}}
-    vqa = cell_train_settings({"seed": 0, "vqa": {"loss": "infonce"}, "connector": {"factor": 4}}, make_cell("medsam", "dcl", "on"), 1)
+    assert got == {
+        "seed": 3,
+        "views": ["medsam_unicolor", "medsam_multicolor"],
+        "connector": {"pixel_shuffle": False, "factor": 4},
+        "align": {"loss": "infonce", "epochs": 2},
+    }
+    vqa = cell_train_settings(
+        {"seed": 0, "vqa": {"loss": "infonce"}, "connector": {"factor": 4}}, make_cell("medsam", "dcl", "on"), 1
+    )
     assert "align" not in vqa and vqa["vqa"] == {"loss": "infonce"}  # phase 2 keeps its own loss
 
 
@@ -128,7 +158,11 @@ QUESTIONS = [
     ("b", "yes", "closed", []),
     ("b", "liver", "open", ["anatomical", "positioning"]),
 ]
-BASE, MAIN, MASK = "lens-none/p1-infonce/shuffle-off", "lens-sam+medsam+expert/p1-dcl/shuffle-on", "lens-expert/p1-infonce/shuffle-off"
+BASE, MAIN, MASK = (
+    "lens-none/p1-infonce/shuffle-off",
+    "lens-sam+medsam+expert/p1-dcl/shuffle-on",
+    "lens-expert/p1-infonce/shuffle-off",
+)
 ALL_RIGHT = [q[1] for q in QUESTIONS]
 # Predictions per (cell, seed), one per question above. Traps: "normal" is not "no"; "yes, no"
 # answers both polarities (wrong); "kidney" finds half of "left kidney".
@@ -146,17 +180,27 @@ PREDICTIONS = {
 def _runs() -> list[dict]:
     runs = []
     for (cell, seed), answers in PREDICTIONS.items():
-        preds = [_pred(d, ref, p, kind, tags, qid=f"q{i}") for i, ((d, ref, kind, tags), p) in enumerate(zip(QUESTIONS, answers))]
+        preds = [
+            _pred(d, ref, p, kind, tags, qid=f"q{i}")
+            for i, ((d, ref, kind, tags), p) in enumerate(zip(QUESTIONS, answers))
+        ]
         runs.append({"cell": cell, "seed": seed, "metrics": score_predictions(preds)})
     return runs
 
 
 def _cells_cfg() -> dict:
-    return _evaluate({"grid": {"mode": "cells", "cells": [
-        {"lens": [], "phase1_loss": "infonce", "pixel_shuffle": False},
-        {"lens": ["sam", "medsam", "expert"], "phase1_loss": "dcl", "pixel_shuffle": True},
-        {"lens": ["expert"], "phase1_loss": "infonce", "pixel_shuffle": False},
-    ]}})
+    return _evaluate(
+        {
+            "grid": {
+                "mode": "cells",
+                "cells": [
+                    {"lens": [], "phase1_loss": "infonce", "pixel_shuffle": False},
+                    {"lens": ["sam", "medsam", "expert"], "phase1_loss": "dcl", "pixel_shuffle": True},
+                    {"lens": ["expert"], "phase1_loss": "infonce", "pixel_shuffle": False},
+                ],
+            }
+        }
+    )
 
 
 def _tables(tmp_path):
@@ -191,7 +235,7 @@ def test_table1_per_dataset_open_closed_with_without_lens_and_gain(tmp_path):
     rows = _csv(out / "table1_main.csv")
     assert [r["model"] for r in rows] == [f"without lens (`{BASE}`)", f"with lens (`{MAIN}`)", "gain"]
     assert float(rows[2]["a Closed mean"]) == pytest.approx(100 / 6, abs=1e-3)
-    assert float(rows[2]["a Closed std"]) == pytest.approx(100 / 3 ** 0.5, abs=1e-3)
+    assert float(rows[2]["a Closed std"]) == pytest.approx(100 / 3**0.5, abs=1e-3)
     assert rows[2]["a Closed n"] == "3"
     layout = tables["layouts"]["table1_main"]
     assert layout["rows"][2][2]["mean"] == pytest.approx(1 / 6)
@@ -200,11 +244,19 @@ def test_table1_per_dataset_open_closed_with_without_lens_and_gain(tmp_path):
 def test_table2_localization_gain_on_the_combined_datasets(tmp_path):
     out, tables = _tables(tmp_path)
     md = (out / "table2_localization.md").read_text()
-    assert "| questions | q | Open without lens | Open with lens | Open gain | Closed without lens | Closed with lens | Closed gain |" in md
+    assert (
+        "| questions | q | Open without lens | Open with lens | Open gain | Closed without lens | Closed with lens | Closed gain |"
+        in md
+    )
     # anatomical: open = "left kidney" (a) and "liver" (b); closed = the "yes" of a.
-    assert "| anatomical | 3 | 58.3 ± 52.0 | 91.7 ± 14.4 | +33.3 ± 38.2 | 66.7 ± 57.7 | 66.7 ± 57.7 | +0.0 ± 100.0 |" in md
+    assert (
+        "| anatomical | 3 | 58.3 ± 52.0 | 91.7 ± 14.4 | +33.3 ± 38.2 | 66.7 ± 57.7 | 66.7 ± 57.7 | +0.0 ± 100.0 |" in md
+    )
     # positioning: open = "liver" (b, tagged both); closed = the "no" of a.
-    assert "| positioning | 2 | 66.7 ± 57.7 | 100.0 ± 0.0 | +33.3 ± 57.7 | 66.7 ± 57.7 | 100.0 ± 0.0 | +33.3 ± 57.7 |" in md
+    assert (
+        "| positioning | 2 | 66.7 ± 57.7 | 100.0 ± 0.0 | +33.3 ± 57.7 | 66.7 ± 57.7 | 100.0 ± 0.0 | +33.3 ± 57.7 |"
+        in md
+    )
     assert "| localization | 4 |" in md and "| all | 6 |" in md
     pos = tables["localization"][0]["scopes"]["combined"]["positioning"]["closed_accuracy"]
     assert pos["gain"]["values"] == [1.0, 0.0, 0.0] and pos["wins"] == 1
@@ -216,8 +268,10 @@ def test_table2_localization_gain_on_the_combined_datasets(tmp_path):
 def test_table3_rows_in_grid_order_with_overall_and_localization(tmp_path):
     out, _ = _tables(tmp_path)
     md = (out / "table3_ablation.md").read_text()
-    assert ("| SAM | MedSAM | Mask | phase-1 loss | pixel shuffle | seeds | Overall Open | Overall Closed"
-            " | Localization Open | Localization Closed |") in md
+    assert (
+        "| SAM | MedSAM | Mask | phase-1 loss | pixel shuffle | seeds | Overall Open | Overall Closed"
+        " | Localization Open | Localization Closed |"
+    ) in md
     lines = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert lines == [
         # Overall closed: 1/3, 2/3, 1; localization closed: 1/2, 1/2, 1; open as Table 2.
@@ -226,7 +280,11 @@ def test_table3_rows_in_grid_order_with_overall_and_localization(tmp_path):
         "|  |  | ✓ | InfoNCE | off | 3 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 |",
     ]
     rows = _csv(out / "table3_ablation.csv")
-    assert [(r["SAM"], r["Mask"], r["phase-1 loss"]) for r in rows] == [("", "", "InfoNCE"), ("✓", "✓", "DCL"), ("", "✓", "InfoNCE")]
+    assert [(r["SAM"], r["Mask"], r["phase-1 loss"]) for r in rows] == [
+        ("", "", "InfoNCE"),
+        ("✓", "✓", "DCL"),
+        ("", "✓", "InfoNCE"),
+    ]
     assert float(rows[1]["Overall Closed mean"]) == pytest.approx(800 / 9, abs=1e-3)
     assert (out / "tables.md").read_text().count("## Table") == 3
 
@@ -247,10 +305,15 @@ def test_tables_need_every_run_and_flag_fewer_than_three_seeds(tmp_path):
 
 def test_gain_plot_is_a_png(tmp_path):
     runs = _runs()
-    settings = {c.name: c.settings() for c in (make_cell("none", "infonce", "off"), make_cell("sam+medsam+expert", "dcl", "on"))}
+    settings = {
+        c.name: c.settings() for c in (make_cell("none", "infonce", "off"), make_cell("sam+medsam+expert", "dcl", "on"))
+    }
     tables = build_tables(runs, settings, MAIN, BASE)
     png = plot_gains(tables, tmp_path / "gains.png")
     with Image.open(png) as img:
         assert img.format == "PNG" and img.width > 300
     paths = write_tables(tables, tmp_path / "t")
-    assert sorted(paths) == sorted(f"{stem}.{ext}" for stem in TABLE_STEMS for ext in ("md", "csv")) + ["tables.json", "tables.md"]
+    assert sorted(paths) == sorted(f"{stem}.{ext}" for stem in TABLE_STEMS for ext in ("md", "csv")) + [
+        "tables.json",
+        "tables.md",
+    ]

@@ -17,7 +17,6 @@ import os
 import re
 
 import pytest
-
 import yaml
 from conftest import REPO, run_snakemake
 
@@ -39,11 +38,19 @@ ONE_THREAD = ["--set-threads", *(f"{r}=1" for r in ("experiment_align", "experim
 def _model_settings(models: dict) -> dict:
     """The train: settings of the model under test (tiny, random, from a local folder)."""
     if MODEL == "contrastive":
-        return {"model": "contrastive", "embed_dim": 32, "vision": {"backend": "hf", "path": str(models["tiny_vit"]), "freeze": True}}
+        return {
+            "model": "contrastive",
+            "embed_dim": 32,
+            "vision": {"backend": "hf", "path": str(models["tiny_vit"]), "freeze": True},
+        }
     if MODEL == "vlm":
         # fusion_heads must divide the tiny vision width (32); a few new tokens keep generation short.
-        return {"model": "vlm", "fusion_heads": 2, "embed_dim": 32,
-                "vlm": {"model": str(models["tiny_idefics3"]), "max_new_tokens": 4}}
+        return {
+            "model": "vlm",
+            "fusion_heads": 2,
+            "embed_dim": 32,
+            "vlm": {"model": str(models["tiny_idefics3"]), "max_new_tokens": 4},
+        }
     raise ValueError(f"LOCLENS_TEST_EVAL_MODEL={MODEL!r}: choose vlm or contrastive")
 
 
@@ -51,9 +58,12 @@ def _config(release, models, vqa_rad_root, seeds=SEEDS) -> dict:
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config["datasets"] = {"vqa_rad": {"path": str(vqa_rad_root)}}
     config["train"].update(
-        release=str(release), device="cpu", batch_size=4,
+        release=str(release),
+        device="cpu",
+        batch_size=4,
         connector={"pixel_shuffle": True, "factor": 2},
-        align={"loss": "dcl", "max_steps": 2}, vqa={"loss": "infonce", "max_steps": 2},
+        align={"loss": "dcl", "max_steps": 2},
+        vqa={"loss": "infonce", "max_steps": 2},
         **_model_settings(models),
     )
     config["evaluate"].update(
@@ -74,7 +84,11 @@ def models(request) -> dict:
 
 def _jobs(output: str) -> dict[str, int]:
     table = output.split("Job stats:", 1)[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+        if m.group(1) != "total"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +120,12 @@ def test_every_cell_and_seed_answers_every_test_question_among_training_answers(
                     continue
                 # Ranked among the training answers of the question's own answer type.
                 assert p["prediction"] in candidates[p["answer_type"]] and p["method"] == "rank"
-                assert p["score"] == p["top_k"][0]["score"] and len(p["top_k"]) == min(5, len(candidates[p["answer_type"]]))
-                assert p["in_candidates"] == (normalize_answer(qa["answer"]) in {normalize_answer(a) for a in candidates[p["answer_type"]]})
+                assert p["score"] == p["top_k"][0]["score"] and len(p["top_k"]) == min(
+                    5, len(candidates[p["answer_type"]])
+                )
+                assert p["in_candidates"] == (
+                    normalize_answer(qa["answer"]) in {normalize_answer(a) for a in candidates[p["answer_type"]]}
+                )
             metrics = json.loads((run / "metrics.json").read_text())
             assert metrics["cell"] == cell and metrics["seed"] == seed
             # metrics.json is exactly the scoring of the predictions written beside it.
@@ -117,7 +135,10 @@ def test_every_cell_and_seed_answers_every_test_question_among_training_answers(
 
 def _run_metrics(workdir, cell) -> list[dict]:
     """metrics.json of each seed of a cell, in seed order."""
-    return [json.loads((workdir / "results" / "experiments" / cell / f"seed-{s}" / "metrics.json").read_text())["metrics"] for s in SEEDS]
+    return [
+        json.loads((workdir / "results" / "experiments" / cell / f"seed-{s}" / "metrics.json").read_text())["metrics"]
+        for s in SEEDS
+    ]
 
 
 def test_tables_and_plot_cover_the_grid(evaluation):
@@ -163,7 +184,13 @@ def test_adding_a_seed_adds_only_that_seeds_jobs(evaluation, models, vqa_rad_roo
     more.write_text(yaml.safe_dump(_config(release, models, vqa_rad_root, seeds=(0, 1, 2))))
     dry = run_snakemake(workdir, "--configfile", str(more), "--cores", "2", "-n", "evaluation")
     jobs = _jobs(dry.stdout + dry.stderr)
-    assert jobs == {"experiment_align": 2, "experiment_vqa": 2, "experiment_evaluate": 2, "tables": 1, "evaluation": 1}, jobs
+    assert jobs == {
+        "experiment_align": 2,
+        "experiment_vqa": 2,
+        "experiment_evaluate": 2,
+        "tables": 1,
+        "evaluation": 1,
+    }, jobs
 
 
 def test_each_cell_trains_the_model_its_grid_factors_say(evaluation):
@@ -178,7 +205,12 @@ def test_each_cell_trains_the_model_its_grid_factors_say(evaluation):
             saved = {p: json.loads((run / p / "final" / "config.json").read_text()) for p in ("align", "vqa")}
             for phase, cfg in saved.items():
                 s = cfg["settings"]
-                assert (s["model"], s["seed"], s["views"], s["connector"]["pixel_shuffle"]) == (MODEL, seed, views, shuffle)
+                assert (s["model"], s["seed"], s["views"], s["connector"]["pixel_shuffle"]) == (
+                    MODEL,
+                    seed,
+                    views,
+                    shuffle,
+                )
                 rows = list(csv.DictReader((run / phase / "losses.csv").read_text().splitlines()))
                 # One step per batch up to max_steps (2); a loss that is a number.
                 assert 1 <= len(rows) <= 2 and [int(r["step"]) for r in rows] == list(range(1, len(rows) + 1))

@@ -65,7 +65,13 @@ def test_table_blends_equal_the_float_formula(seed, h, w, k, alpha, outside, gre
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), h=st.integers(1, 40), w=st.integers(1, 40), grey=st.booleans(), level=st.integers(0, 3))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    grey=st.booleans(),
+    level=st.integers(0, 3),
+)
 def test_png_writer_round_trips_exactly_and_deterministically(seed, h, w, grey, level):
     rng = np.random.default_rng(seed)
     array = rng.integers(0, 256, (h, w) if grey else (h, w, 3), dtype=np.uint8)
@@ -114,16 +120,51 @@ def _row(i: int) -> dict:
     rng = np.random.default_rng(i)
     cell = lambda n: {"bytes": rng.bytes(n), "path": f"{i}.png"}  # noqa: E731
     return {
-        "image_id": f"id{i:04d}", "dataset": "d", "split": "train", "source_file": f"img/{i}.jpg",
-        "modality": None, "body_region": "chest", "width": 8, "height": 6, "image": cell(300),
+        "image_id": f"id{i:04d}",
+        "dataset": "d",
+        "split": "train",
+        "source_file": f"img/{i}.jpg",
+        "modality": None,
+        "body_region": "chest",
+        "width": 8,
+        "height": 6,
+        "image": cell(300),
         **{v: (cell(200) if i % 4 else None) for v in VIEW_COLUMNS},
         "alpha": {"sam": None, "medsam": 0.5},
-        "masks": [{"segmenter": "medsam", "label": "a", "prompt_source": "otsu", "rle": {"size": [6, 8], "counts": "0Y1"},
-                   "bbox": [0.0, 0.0, 1.0, 1.0], "prompt_box": [0.0, 0.0, 2.0, 2.0], "score": 0.9, "area": 1,
-                   "model": "m", "checkpoint_sha256": "c"}],
-        "qa": [{"qid": str(i), "question": "q?", "answer": "a", "answer_type": "open", "question_type": ["PRES"],
-                "lang": "en", "linked_id": None, "extra": "{}"}],
-        "provenance": {"image_sha256": "h", "config_hash": "c", "seed": 0, "loclens_version": "0", "segmenters": [], "masked_from": "medsam"},
+        "masks": [
+            {
+                "segmenter": "medsam",
+                "label": "a",
+                "prompt_source": "otsu",
+                "rle": {"size": [6, 8], "counts": "0Y1"},
+                "bbox": [0.0, 0.0, 1.0, 1.0],
+                "prompt_box": [0.0, 0.0, 2.0, 2.0],
+                "score": 0.9,
+                "area": 1,
+                "model": "m",
+                "checkpoint_sha256": "c",
+            }
+        ],
+        "qa": [
+            {
+                "qid": str(i),
+                "question": "q?",
+                "answer": "a",
+                "answer_type": "open",
+                "question_type": ["PRES"],
+                "lang": "en",
+                "linked_id": None,
+                "extra": "{}",
+            }
+        ],
+        "provenance": {
+            "image_sha256": "h",
+            "config_hash": "c",
+            "seed": 0,
+            "loclens_version": "0",
+            "segmenters": [],
+            "masked_from": "medsam",
+        },
     }
 
 
@@ -132,7 +173,12 @@ def test_streaming_writer_is_byte_identical_to_one_write_of_the_table(tmp_path, 
     rows = [_row(i) for i in range(n)]
     schema = arrow_schema()
     whole = tmp_path / "whole.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), whole, row_group_size=shards.ROW_GROUP_ROWS, **shards.parquet_options(schema))
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=schema),
+        whole,
+        row_group_size=shards.ROW_GROUP_ROWS,
+        **shards.parquet_options(schema),
+    )
     streamed = tmp_path / "streamed.parquet"
     assert shards.write_shard(streamed, (r for r in rows)) == n
     assert streamed.read_bytes() == whole.read_bytes()
@@ -220,7 +266,11 @@ def test_rendered_views_reads_each_row_group_once_and_returns_the_rows_fields(tm
     wanted = [r["image_id"] for r in rows[::3]]
     reads = []
     original = pq.ParquetFile.read_row_group
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, g, **kw: reads.append((g, tuple(kw.get("columns") or ()))) or original(self, g, **kw))
+    monkeypatch.setattr(
+        pq.ParquetFile,
+        "read_row_group",
+        lambda self, g, **kw: reads.append((g, tuple(kw.get("columns") or ()))) or original(self, g, **kw),
+    )
     views = shards.rendered_views({path.name: wanted}, tmp_path)
     reads.clear()  # the index read only image_id
     by_id = {r["image_id"]: r for r in pq.read_table(path).to_pylist()}  # as stored (float32 scores)

@@ -21,8 +21,12 @@ def test_sample_is_seeded_and_order_free():
 
 def test_gallery_pictures_show_every_image_and_view(small_release, tmp_path):
     out = tmp_path / "qc"
-    assert main(["gallery", str(small_release.release), "--dataset", "sample", "--out", str(out),
-                 "--images-per-split", "2"]) == 0
+    assert (
+        main(
+            ["gallery", str(small_release.release), "--dataset", "sample", "--out", str(out), "--images-per-split", "2"]
+        )
+        == 0
+    )
     manifest = json.loads((small_release.release / "manifest.json").read_text())
     splits = manifest["datasets"]["sample"]["splits"]
     assert set(splits) == {"train", "test"}
@@ -49,5 +53,12 @@ def test_missing_views_are_labelled_with_their_reason(small_release):
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count("missing:\nsegmenter not run") == 2  # sam_unicolor, sam_multicolor
     assert any(t.startswith("otsu-") for t in texts)  # mask labels on the outlined original
-    assert [ax.get_title() for ax in fig.axes][:7] == ["original", "masks", "sam_unicolor", "sam_multicolor",
-                                                       "medsam_unicolor", "medsam_multicolor", "masked"]
+    assert [ax.get_title() for ax in fig.axes][:7] == [
+        "original",
+        "masks",
+        "sam_unicolor",
+        "sam_multicolor",
+        "medsam_unicolor",
+        "medsam_multicolor",
+        "masked",
+    ]

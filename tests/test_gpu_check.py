@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -16,9 +15,22 @@ pytestmark = pytest.mark.slow
 def test_gpu_check_runs_both_modes_on_two_real_images(tmp_path, vqa_rad_root):
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--images", str(vqa_rad_root), "--n", "2",
-         "--tiny", "--segmenters", "sam,medsam,litemedsam", "--json", str(out)],
-        capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "gpu_check.py"),
+            "--images",
+            str(vqa_rad_root),
+            "--n",
+            "2",
+            "--tiny",
+            "--segmenters",
+            "sam,medsam,litemedsam",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())["results"]

@@ -23,8 +23,14 @@ def _png(index: int) -> bytes:
 
 
 def _write(root, split: str, rows: list[dict]) -> None:
-    features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
-                                  "answer": datasets.Value("string"), "source": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "question": datasets.Value("string"),
+            "answer": datasets.Value("string"),
+            "source": datasets.Value("string"),
+        }
+    )
     ds = datasets.Dataset.from_list(rows, features=features)
     (root / "data").mkdir(parents=True, exist_ok=True)
     ds.to_parquet(str(root / "data" / f"{split}-00000-of-00001.parquet"))
@@ -34,16 +40,24 @@ def _write(root, split: str, rows: list[dict]) -> None:
 def hub_copy(tmp_path):
     root = tmp_path / "pathvqa"
     img = [{"bytes": _png(i), "path": f"img{i}.png"} for i in range(3)]
-    _write(root, "train", [
-        {"image": img[0], "question": "Where is the lesion?", "answer": "left lobe", "source": "a"},
-        {"image": img[0], "question": "Is there a fracture?", "answer": "yes", "source": "a"},  # same image again
-        {"image": img[1], "question": "What modality is this?", "answer": "ct", "source": "b"},
-        {"image": img[1], "question": "What is shown?", "answer": "  ", "source": "b"},  # empty answer
-    ])
-    _write(root, "test", [
-        {"image": img[2], "question": "Is the liver visible in this image?", "answer": "no", "source": "c"},
-        {"image": None, "question": "Which side is affected?", "answer": "right", "source": "c"},  # no image
-    ])
+    _write(
+        root,
+        "train",
+        [
+            {"image": img[0], "question": "Where is the lesion?", "answer": "left lobe", "source": "a"},
+            {"image": img[0], "question": "Is there a fracture?", "answer": "yes", "source": "a"},  # same image again
+            {"image": img[1], "question": "What modality is this?", "answer": "ct", "source": "b"},
+            {"image": img[1], "question": "What is shown?", "answer": "  ", "source": "b"},  # empty answer
+        ],
+    )
+    _write(
+        root,
+        "test",
+        [
+            {"image": img[2], "question": "Is the liver visible in this image?", "answer": "no", "source": "c"},
+            {"image": None, "question": "Which side is affected?", "answer": "right", "source": "c"},  # no image
+        ],
+    )
     return root
 
 
@@ -63,12 +77,17 @@ def test_reads_rows_dedupes_images_and_rejects_with_reasons(hub_copy, tmp_path):
     assert qas["Is the liver visible in this image?"].official_split == "test"
     for image in result.images:
         data = open(image.path, "rb").read()
-        assert image.image_id in image.path and np.asarray(Image.open(io.BytesIO(data))).shape[:2] == (image.height, image.width)
+        assert image.image_id in image.path and np.asarray(Image.open(io.BytesIO(data))).shape[:2] == (
+            image.height,
+            image.width,
+        )
         assert image.source_file.startswith("data/") and "#img" in image.source_file
 
 
 def test_ingest_tags_by_keywords_and_accounts_for_every_row(hub_copy, tmp_path):
-    config = validate({"datasets": {"pathvqa": {"source": "hf_parquet", "path": str(hub_copy)}}, "resources": str(tmp_path / "res")})
+    config = validate(
+        {"datasets": {"pathvqa": {"source": "hf_parquet", "path": str(hub_copy)}}, "resources": str(tmp_path / "res")}
+    )
     plan = run_ingest("pathvqa", config, tmp_path / "out")
     check_accounting(plan)
     assert plan.input_records == 6 and plan.rejected_qa == 2

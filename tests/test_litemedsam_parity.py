@@ -66,8 +66,10 @@ def test_masks_match_the_official_script(litemedsam, reference):
             ious.append((_iou(rle.decode(ref), got), name, k))
     values = np.array([v for v, _, _ in ious])
     worst = min(ious)
-    print(f"LiteMedSAM parity: {len(values)} boxes on {len(reference['images'])} images, mean IoU "
-          f"{values.mean():.4f}, min {worst[0]:.4f} ({worst[1]} box {worst[2]})")
+    print(
+        f"LiteMedSAM parity: {len(values)} boxes on {len(reference['images'])} images, mean IoU "
+        f"{values.mean():.4f}, min {worst[0]:.4f} ({worst[1]} box {worst[2]})"
+    )
     assert len(values) >= 20
     assert values.mean() >= 0.99, f"mean IoU {values.mean():.4f} with the official script's masks"
     assert worst[0] >= 0.95, f"{worst[1]} box {worst[2]}: IoU {worst[0]:.4f} with the official script's mask"

@@ -53,8 +53,13 @@ def test_keyword_rules_are_english_only_and_named_uniquely():
 
 def test_counts_per_split_and_rule():
     rows = [
-        {"split": "train", "qa": [{"localization": ["anatomical"], "localization_rule": "a"},
-                                  {"localization": ["anatomical", "positioning"], "localization_rule": "b"}]},
+        {
+            "split": "train",
+            "qa": [
+                {"localization": ["anatomical"], "localization_rule": "a"},
+                {"localization": ["anatomical", "positioning"], "localization_rule": "b"},
+            ],
+        },
         {"split": "test", "qa": [{"localization": [], "localization_rule": None}]},
     ]
     assert count_tags(rows) == {
@@ -74,6 +79,8 @@ def test_keyword_rules_recover_vqa_rad_labels(vqa_rad_root):
         guess = [tag in tag_question(q.question, [], q.lang, None)[0] for q in qas]
         tp = sum(t and g for t, g in zip(truth, guess))
         figures[tag] = (tp / max(sum(guess), 1), tp / max(sum(truth), 1), sum(truth))
-        print(f"keyword rules vs VQA-RAD labels, {tag}: precision {figures[tag][0]:.3f}, recall {figures[tag][1]:.3f} (of {figures[tag][2]})")
+        print(
+            f"keyword rules vs VQA-RAD labels, {tag}: precision {figures[tag][0]:.3f}, recall {figures[tag][1]:.3f} (of {figures[tag][2]})"
+        )
     assert figures["positioning"][0] >= 0.7 and figures["positioning"][1] >= 0.75
     assert figures["anatomical"][0] >= 0.7 and figures["anatomical"][1] >= 0.5

@@ -69,9 +69,13 @@ def test_decode_scales_boxes_and_thresholds_sigmoid_as_medsam(medsam):
         for i, box in enumerate(boxes):
             box_256 = torch.as_tensor(box / np.array([w, h, w, h]) * 256, dtype=torch.float32)[None, None]
             sparse, dense = net.prompt_encoder(points=None, boxes=box_256, masks=None)
-            low, iou = net.mask_decoder(image_embeddings=emb, image_pe=net.prompt_encoder.get_dense_pe(),
-                                        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                                        multimask_output=False)
+            low, iou = net.mask_decoder(
+                image_embeddings=emb,
+                image_pe=net.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
             ref = F.interpolate(torch.sigmoid(low), size=(h, w), mode="bilinear", align_corners=False)[0, 0] > 0.5
             agree = (ref.numpy() == masks[i]).mean()
             assert agree > 0.999, agree
@@ -87,7 +91,9 @@ def test_sam_boxes_prompt_medsam(medsam):
     sam_masks = []
     for k, name in enumerate(["spine", "liver"]):
         encoded = rle.encode(organs[name])
-        sam_masks.append({"label": f"sam-{k}", "bbox": rle.bbox_xywh(encoded), "area": int(organs[name].sum()), "score": 0.9})
+        sam_masks.append(
+            {"label": f"sam-{k}", "bbox": rle.bbox_xywh(encoded), "area": int(organs[name].sum()), "score": 0.9}
+        )
     sam_masks.append({"label": "sam-2", "bbox": [0.0, 0.0, 256.0, 256.0], "area": 60000, "score": 0.99})
     cfg = validate({"datasets": {"sample": {}}})["segment"]["medsam"]
     assert cfg["prompts"] == ["expert", "sam", "otsu", "chest"]
@@ -113,7 +119,9 @@ def test_sam_boxes_prompt_medsam(medsam):
 
 def test_missing_medsam_weights_say_where_to_get_them(tmp_path):
     cfg = validate({"datasets": {"sample": {}}, "segment": {"medsam": {"backend": "medsam_vitb"}}})["segment"]["medsam"]
-    with pytest.raises(CheckpointError, match="needs the MedSAM ViT-B weights.*loclens fetch-checkpoint --segmenter medsam"):
+    with pytest.raises(
+        CheckpointError, match="needs the MedSAM ViT-B weights.*loclens fetch-checkpoint --segmenter medsam"
+    ):
         build_segmenter("medsam", cfg, "cpu")
     with pytest.raises(CheckpointError, match="a checkpoint folder must hold model.safetensors or pytorch_model.bin"):
         build_segmenter("medsam", {**cfg, "checkpoint": str(tmp_path)}, "cpu")

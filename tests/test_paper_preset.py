@@ -80,7 +80,11 @@ def test_the_500m_preset_trains_on_the_release_the_data_preset_builds():
 
 def _jobs(output: str) -> dict[str, int]:
     table = output.split("Job stats:", 1)[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)
+        if m.group(1) != "total"
+    }
 
 
 def _train_settings(output: str, phase: str) -> list[dict]:
@@ -103,7 +107,11 @@ def test_the_evaluation_target_plans_the_papers_grid_with_the_preset(tmp_path, f
     text = dry.stdout + dry.stderr
     jobs = _jobs(text)
     assert {k: jobs.get(k) for k in ("experiment_align", "experiment_vqa", "experiment_evaluate", "tables")} == {
-        "experiment_align": 24, "experiment_vqa": 24, "experiment_evaluate": 24, "tables": 1}
+        "experiment_align": 24,
+        "experiment_vqa": 24,
+        "experiment_evaluate": 24,
+        "tables": 1,
+    }
     cfg = merged(*files)
     assert f"{cfg['results']}/evaluation/tables.json" in text
     for phase in ("align", "vqa"):

@@ -26,8 +26,13 @@ def test_plan_json_has_the_keys_every_stage_reads_and_reads_back_equal(tmp_path)
     raw = json.loads((tmp_path / PLAN_FILE).read_text())
     assert raw["segment_shards"] == [["img0", "img1"], ["img2"]]
     assert raw["release_shards"][0] == {
-        "split": "test", "index": 0, "total": 1, "file": "x/test-00000-of-00001.parquet",
-        "image_ids": ["img1", "img2"], "segment_shards": [0, 1], "views_from": {},
+        "split": "test",
+        "index": 0,
+        "total": 1,
+        "file": "x/test-00000-of-00001.parquet",
+        "image_ids": ["img1", "img2"],
+        "segment_shards": [0, 1],
+        "views_from": {},
     }
     assert raw["release_shards"][1]["views_from"] == {"x/test-00000-of-00001.parquet": ["img1"]}
     back = read_plan(tmp_path / PLAN_FILE)

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, SEGMENT_ONE_THREAD, TINY_SAM_ARCH, TINY_SAM_GENERATOR, run_snakemake
+from slake_tree import build_slake_tree
+
 from loclens import preflight
 from loclens.config import load
 from loclens.download import SLAKE_FILES, VQA_RAD_IMAGES, VQA_RAD_JSON, VQA_RAD_ZIP, VQA_RAD_ZIP_URL
 from loclens.provenance import sha256_file
 from loclens.segment import checkpoints as ckpt
 from loclens.sources.sample import generate_sample
-from slake_tree import build_slake_tree
 
 PRESET = REPO / "config" / "paper.yaml"
 SAM_VIT_B = ckpt.KNOWN_SOURCES[("sam", "vit_b")]
@@ -84,7 +84,10 @@ def test_missing_lists_every_dataset_and_checkpoint_with_where_to_put_it(tmp_pat
     assert sorted(items) == ["datasets.slake", "datasets.vqa_rad", "segment.medsam", "segment.sam"]
     assert items["datasets.vqa_rad"].url == VQA_RAD_ZIP_URL
     assert str(res / "vqa_rad" / VQA_RAD_ZIP) in items["datasets.vqa_rad"].put
-    assert items["datasets.slake"].url.endswith("/datasets/BoKelvin/SLAKE") and str(res / "slake") in items["datasets.slake"].put
+    assert (
+        items["datasets.slake"].url.endswith("/datasets/BoKelvin/SLAKE")
+        and str(res / "slake") in items["datasets.slake"].put
+    )
     assert all(name in items["datasets.slake"].get for name in SLAKE_FILES)
     assert items["segment.sam"].url == SAM_VIT_B["url"]
     assert items["segment.sam"].put == str(res / "checkpoints" / "sam_vit_b_01ec64.pth")
@@ -215,12 +218,20 @@ def test_preset_offline_stops_before_any_job_naming_every_missing_file(tmp_path)
     medsam_name, medsam_where = _medsam_expectation()
     for fragment in (
         # VQA-RAD: the OSF zip, or its two entries, in resources/vqa_rad
-        VQA_RAD_ZIP_URL, f"resources/vqa_rad/{VQA_RAD_ZIP}", VQA_RAD_JSON, VQA_RAD_IMAGES,
+        VQA_RAD_ZIP_URL,
+        f"resources/vqa_rad/{VQA_RAD_ZIP}",
+        VQA_RAD_JSON,
+        VQA_RAD_IMAGES,
         # SLAKE: each file of the Hub copy, in resources/slake
-        "https://huggingface.co/datasets/BoKelvin/SLAKE", "resources/slake/", *SLAKE_FILES,
+        "https://huggingface.co/datasets/BoKelvin/SLAKE",
+        "resources/slake/",
+        *SLAKE_FILES,
         # the checkpoints
-        SAM_VIT_B["url"], SAM_VIT_B["sha256"], "resources/checkpoints/sam_vit_b_01ec64.pth",
-        medsam_name, medsam_where,
+        SAM_VIT_B["url"],
+        SAM_VIT_B["sha256"],
+        "resources/checkpoints/sam_vit_b_01ec64.pth",
+        medsam_name,
+        medsam_where,
     ):
         assert fragment in text, fragment
     # Stopped before the first job: nothing was written.
@@ -246,7 +257,10 @@ def _overlay(work: Path, tiny_sam: Path, tiny_medsam: Path) -> Path:
                 # The random model's masks span the image (see test_sam_workflow.FILTER).
                 "filter": {"max_span_fraction": None, "max_area_fraction": 0.8, "max_masks": 4},
             },
-            "medsam": {"download": {"url": tiny_medsam.as_uri(), "sha256": sha256_file(tiny_medsam)}, "arch": TINY_SAM_ARCH},
+            "medsam": {
+                "download": {"url": tiny_medsam.as_uri(), "sha256": sha256_file(tiny_medsam)},
+                "arch": TINY_SAM_ARCH,
+            },
         },
         "release": {"rows_per_shard": 2},
     }
@@ -291,14 +305,20 @@ def test_preset_plans_every_job_of_the_build(placed):
     """After ingest the dry run plans each checkpoint fetch, a sam and a medsam job per work shard
     of both datasets, a render job per release shard, and the release, checks and galleries."""
     work, args, _ = placed
-    plans = {d: json.loads((work / "results" / "paper" / "ingest" / d / "plan.json").read_text()) for d in ("slake", "vqa_rad")}
+    plans = {
+        d: json.loads((work / "results" / "paper" / "ingest" / d / "plan.json").read_text())
+        for d in ("slake", "vqa_rad")
+    }
     dry = run_snakemake(work, *args, "-n")
     text = dry.stdout + dry.stderr
     assert _jobs(text) == {
         "fetch_checkpoint": 2,
         "segment": 2 * sum(len(p["segment_shards"]) for p in plans.values()),
         "render": sum(len(p["release_shards"]) for p in plans.values()),
-        "release": 1, "validate": 1, "gallery": 2, "all": 1,
+        "release": 1,
+        "validate": 1,
+        "gallery": 2,
+        "all": 1,
     }
     for name in ("slake", "vqa_rad"):
         for seg in ("sam", "medsam"):

@@ -12,6 +12,7 @@ import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from messy_data import encode, phantom
 from PIL import Image
 
 from loclens import lens
@@ -21,7 +22,6 @@ from loclens.segment import rle
 from loclens.sources.base import QA, ImageRecord
 from loclens.sources.vqa_rad import IMAGE_DIR, JSON_NAME
 from loclens.split import assign_splits
-from messy_data import encode, phantom
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -180,9 +180,16 @@ def images(draw):
         qas = []
         for _ in range(draw(st.integers(1, 4))):
             qas.append(
-                QA(str(qid), "q?", "a", "open", [], "en",
-                   draw(st.one_of(st.none(), st.sampled_from(["l1", "l2", "l3", "l4"]))),
-                   draw(st.sampled_from(["train", "test", None])))
+                QA(
+                    str(qid),
+                    "q?",
+                    "a",
+                    "open",
+                    [],
+                    "en",
+                    draw(st.one_of(st.none(), st.sampled_from(["l1", "l2", "l3", "l4"]))),
+                    draw(st.sampled_from(["train", "test", None])),
+                )
             )
             qid += 1
         out.append(ImageRecord("d", f"img{i:02d}", "", f"f{i}", f"/f{i}", 8, 8, None, None, qas))

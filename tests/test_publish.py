@@ -12,10 +12,10 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from conftest import build_release, copy_release, small_config
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 
-from conftest import build_release, copy_release, small_config
 from loclens.release.publish import (
     PublishError,
     RemoteState,
@@ -82,7 +82,8 @@ def test_first_push_uploads_everything(small_release):
     paths = [f.path for f in plan.add]
     assert "README.md" in paths and "manifest.json" in paths and "rejects/sample.jsonl" in paths
     assert sorted(p for p in paths if p.endswith(".parquet")) == sorted(
-        str(p.relative_to(small_release.release)) for p in small_release.release.rglob("*.parquet"))
+        str(p.relative_to(small_release.release)) for p in small_release.release.rglob("*.parquet")
+    )
     assert not plan.delete and not plan.unchanged and not plan.noop
     text = plan.text()
     for f in plan.add:
@@ -100,8 +101,10 @@ def test_unchanged_repush_is_a_noop(small_release):
     # a changed card (plain git blob) and a changed shard (LFS sha256) are both noticed
     card = next(f for f in local if f.path == "README.md")
     shard = next(f for f in local if f.path.endswith(".parquet"))
-    stale = [f if f not in (card, shard) else type(f)(**{**f.__dict__, "sha256": "0" * 64, "git_oid": "0" * 40})
-             for f in local]
+    stale = [
+        f if f not in (card, shard) else type(f)(**{**f.__dict__, "sha256": "0" * 64, "git_oid": "0" * 40})
+        for f in local
+    ]
     replan = plan_commit(local, remote_state_from_tree(REPO, "main", "e" * 40, _hub_listing(stale)))
     assert sorted(f.path for f in replan.add) == sorted([card.path, shard.path])
 
@@ -159,8 +162,14 @@ def test_dry_run_needs_no_network_and_reads_the_last_record(small_release, tmp_p
     assert "assumed empty" in out and "upload  README.md" in out and "upload  sample/test-00000-of-00001.parquet" in out
     local = release_files(small_release.release, _manifest(small_release.release))
     plan = plan_commit(local, RemoteState(REPO, "main", None, {}))
-    record = {"repo_id": REPO, "revision": "main", "commit": "e" * 40, "pushed": True, "manifest_sha256": "x",
-              "files": {f.path: {"path": f.path, "size": f.size, "git_oid": f.git_oid, "sha256": f.sha256} for f in local}}
+    record = {
+        "repo_id": REPO,
+        "revision": "main",
+        "commit": "e" * 40,
+        "pushed": True,
+        "manifest_sha256": "x",
+        "files": {f.path: {"path": f.path, "size": f.size, "git_oid": f.git_oid, "sha256": f.sha256} for f in local},
+    }
     assert plan_commit(local, remote_state_from_record(record)).noop
     path = tmp_path / "commit.json"
     path.write_text(json.dumps(record))
@@ -173,8 +182,22 @@ def test_offline_publish_fails_cleanly_before_any_upload(small_release, tmp_path
     secret = "hf_THIS_TOKEN_MUST_NOT_APPEAR_0123456789"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": secret}
     record = tmp_path / "commit.json"
-    proc = subprocess.run([sys.executable, "-m", "loclens.cli", "publish", str(small_release.release), "--repo", REPO,
-                           "--record", str(record)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loclens.cli",
+            "publish",
+            str(small_release.release),
+            "--repo",
+            REPO,
+            "--record",
+            str(record),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "HF_HUB_OFFLINE" in proc.stderr and "nothing was uploaded" in proc.stderr
     assert secret not in proc.stdout + proc.stderr and not record.exists()

@@ -25,8 +25,15 @@ def test_card_round_trips_through_datasetcard_and_matches_the_shards(small_relea
     assert "medical" in meta["tags"] and meta["size_categories"] == ["n<1K"]
     assert meta["source_datasets"] == ["original"]
     assert "extra_gated_prompt" not in meta
-    assert meta["configs"] == [{"config_name": "sample", "data_files": [
-        {"split": "test", "path": "sample/test-*.parquet"}, {"split": "train", "path": "sample/train-*.parquet"}]}]
+    assert meta["configs"] == [
+        {
+            "config_name": "sample",
+            "data_files": [
+                {"split": "test", "path": "sample/test-*.parquet"},
+                {"split": "train", "path": "sample/train-*.parquet"},
+            ],
+        }
+    ]
     infos = DatasetInfosDict.from_dataset_card_data(card.data)
     assert infos["sample"].features == FEATURES
     ds = datasets.load_dataset(str(small_release.release), "sample")
@@ -35,18 +42,36 @@ def test_card_round_trips_through_datasetcard_and_matches_the_shards(small_relea
     text = card.text
     front = yaml.safe_load(path.read_text().split("---\n")[1])  # plain YAML, as the Hub reads it
     assert front["dataset_info"][0]["config_name"] == "sample"
-    for needle in ("79d8c9dca6db4d69", "N(0.5, 0.1)", "clipped to [0.2, 0.8]", "seed **0**", "`otsu`",
-                   "max_prompts=8", "Split protocol `grouped`", "segmenter not run", "Not for clinical use",
-                   "machine-generated", "@inproceedings{kirillov2023sam", "@article{ma2024medsam",
-                   "@article{lau2018vqarad", "@inproceedings{liu2021slake", "farooq2025loclens",
-                   "rejects/sample.jsonl", "CC0 1.0",
-                   "segmented at its full resolution", "`segment.read_max_side: null`"):
+    for needle in (
+        "79d8c9dca6db4d69",
+        "N(0.5, 0.1)",
+        "clipped to [0.2, 0.8]",
+        "seed **0**",
+        "`otsu`",
+        "max_prompts=8",
+        "Split protocol `grouped`",
+        "segmenter not run",
+        "Not for clinical use",
+        "machine-generated",
+        "@inproceedings{kirillov2023sam",
+        "@article{ma2024medsam",
+        "@article{lau2018vqarad",
+        "@inproceedings{liu2021slake",
+        "farooq2025loclens",
+        "rejects/sample.jsonl",
+        "CC0 1.0",
+        "segmented at its full resolution",
+        "`segment.read_max_side: null`",
+    ):
         assert needle in text, needle
     # counts per split and view are in the card and equal the shards'
     for split in ds:
         present = {v: sum(r is not None for r in ds[split][v]) for v in VIEW_COLUMNS}
-        row = f"| {split} | {len(ds[split])} | {sum(len(q) for q in ds[split]['qa'])} | " + " | ".join(
-            str(present[v]) for v in VIEW_COLUMNS) + " |"
+        row = (
+            f"| {split} | {len(ds[split])} | {sum(len(q) for q in ds[split]['qa'])} | "
+            + " | ".join(str(present[v]) for v in VIEW_COLUMNS)
+            + " |"
+        )
         assert row in text, row
 
 
@@ -114,4 +139,3 @@ def test_coverage_by_region_is_in_the_manifest_and_the_card_and_matches_the_rows
         c = cov["regions"][region]
         assert f"| {region} | {c['images']} | {c['medsam']} ({100 * c['medsam'] / c['images']:.1f}%) |" in text
     assert f"| **all** | {len(images)} |" in text
-

@@ -10,12 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from messy_data import LARGE_SIZE, check_outcome, encode, image_files, phantom, write_messy_release
 from PIL import Image
 
 from loclens import accounting, atomic
@@ -30,7 +30,6 @@ from loclens.sources import read_source
 from loclens.sources.base import Reject, safe_join
 from loclens.sources.vqa_rad import IMAGE_DIR, JSON_NAME
 from loclens.stages import segment_settings
-from messy_data import LARGE_SIZE, check_outcome, encode, image_files, phantom, write_messy_release
 
 
 @pytest.fixture(scope="module")
@@ -218,10 +217,7 @@ def test_config_errors_name_the_key(config, where, problem):
 
 def test_a_writer_killed_before_rename_leaves_no_file_under_the_final_name(tmp_path):
     final = tmp_path / "out" / "train-00000-of-00001.parquet"
-    code = (
-        "import sys; from loclens.atomic import write_bytes; "
-        "write_bytes(sys.argv[1], b'complete content')"
-    )
+    code = "import sys; from loclens.atomic import write_bytes; write_bytes(sys.argv[1], b'complete content')"
     env = {**os.environ, atomic.HOLD_ENV: "*/train-*.parquet"}
     proc = subprocess.Popen([sys.executable, "-c", code, str(final)], env=env, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()  # the writer announces the hold once the content is complete
@@ -238,7 +234,7 @@ def test_a_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with atomic.atomic_path(final) as tmp:
             tmp.write_text("half")
-            1 / 0
+            raise ZeroDivisionError("interrupted mid-write")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -285,7 +281,10 @@ def test_accounting_check_finds_lost_records(small_release, tmp_path):
     shutil.copytree(release, copy)
     qa = table.column("qa").to_pylist()
     qa[0] = qa[0][1:]  # one QA dropped from a row
-    pq.write_table(table.set_column(table.schema.get_field_index("qa"), table.schema.field("qa"), [qa]), copy / shard.relative_to(release))
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("qa"), table.schema.field("qa"), [qa]),
+        copy / shard.relative_to(release),
+    )
     problems = accounting.check_dataset(copy, "messy", entry)
     assert any("shards hold" in p for p in problems), problems
 
@@ -304,7 +303,9 @@ def test_release_refuses_a_plan_that_does_not_match_its_shards(small_release, tm
     release, _, plan = small_release
     with pytest.raises(RuntimeError, match="shards hold"):
         accounting.dataset_accounting(
-            release, dataclasses.replace(plan, released_qa=plan.released_qa + 1), accounting.read_rejects(release / "rejects" / "messy.jsonl")
+            release,
+            dataclasses.replace(plan, released_qa=plan.released_qa + 1),
+            accounting.read_rejects(release / "rejects" / "messy.jsonl"),
         )
 
 

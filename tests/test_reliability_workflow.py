@@ -24,14 +24,14 @@ from pathlib import Path
 import datasets
 import pytest
 import yaml
-
 from conftest import BIN, REPO, run_snakemake
+from messy_data import LARGE_SIZE, check_outcome, write_messy_release
+
 from loclens import accounting
 from loclens.atomic import HOLD_ENV, TMP_PREFIX
 from loclens.ingest import read_jsonl
 from loclens.release.shards import read_mask_cache
 from loclens.schema import VIEW_COLUMNS
-from messy_data import LARGE_SIZE, check_outcome, write_messy_release
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,10 @@ def test_every_bad_input_is_rejected_with_its_file_and_everything_else_released(
     for row in rows:  # every kind of good image got its views, at its own size
         for col in VIEW_COLUMNS:
             if not col.startswith("sam_"):
-                assert row[col] is not None and row[col].size == (row["width"], row["height"]), (row["source_file"], col)
+                assert row[col] is not None and row[col].size == (row["width"], row["height"]), (
+                    row["source_file"],
+                    col,
+                )
         assert row["masks"] and all(m["rle"]["size"] == [row["height"], row["width"]] for m in row["masks"])
     assert (by_file["large.png"]["width"], by_file["large.png"]["height"]) == LARGE_SIZE
     # The file a '../' name pointed at never reached the release.
@@ -135,11 +138,15 @@ def test_read_reduced_a_large_image_costs_about_what_a_small_one_does(messy_buil
     # (benchmarks/segment_memory.py prints both); reduced while read, +2 to +106 MB in different runs: the peak also
     # depends on when the loader thread decodes the large PNG (whole, 36 MB as RGB) relative to
     # the model's buffers, and on what the allocator has returned by then.
-    print(f"peak RSS of the segment job with the large image: {stats[with_large]['peak_rss_mb']} MB; others: {others} MB")
+    print(
+        f"peak RSS of the segment job with the large image: {stats[with_large]['peak_rss_mb']} MB; others: {others} MB"
+    )
     assert extra < 160, f"segmenting a {LARGE_SIZE} image cost {extra:.0f} MB more than the other shard"
     # The setting was in effect: the large image was prompted on its reduced copy, so its boxes lie
     # on that copy's pixel grid scaled back by 4000/1024 (at full resolution they are whole pixels).
-    masks, _ = read_mask_cache([workdir / "results" / "segment" / "messy" / "medsam" / f"shard-{with_large:05d}.parquet"])
+    masks, _ = read_mask_cache(
+        [workdir / "results" / "segment" / "messy" / "medsam" / f"shard-{with_large:05d}.parquet"]
+    )
     boxes = [m["prompt_box"] for m in masks[large_id]]
     assert boxes and all(float(v / (LARGE_SIZE[0] / 1024)).is_integer() for box in boxes for v in box)
     assert any(not float(v).is_integer() for box in boxes for v in box)
@@ -170,8 +177,17 @@ def test_a_config_error_names_the_key(tmp_path):
 
 
 def _cmd(workdir: Path, cfg: Path, *args: str) -> list[str]:
-    return [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(cfg), *THREADS, *args]
+    return [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(cfg),
+        *THREADS,
+        *args,
+    ]
 
 
 def _resume(workdir: Path, cfg: Path, *args: str) -> list[str]:
@@ -190,15 +206,22 @@ def _run_until_held(workdir: Path, cfg: Path, pattern: str, timeout: float = 400
     with its content complete under the temporary name, then SIGKILL the whole process group:
     Snakemake and its jobs die at once, as on a node failure."""
     out = open(workdir / f"run-{time.monotonic_ns()}.out", "w")
-    proc = subprocess.Popen(_resume(workdir, cfg, "--cores", "1"), stdout=out, stderr=subprocess.STDOUT,
-                            env=_env(**{HOLD_ENV: pattern}), start_new_session=True)
+    proc = subprocess.Popen(
+        _resume(workdir, cfg, "--cores", "1"),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=_env(**{HOLD_ENV: pattern}),
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             logs = (workdir / "results" / "logs").rglob("*.log") if (workdir / "results" / "logs").exists() else []
             if any("loclens: holding" in p.read_text(errors="replace") for p in logs):
                 break
-            assert proc.poll() is None, f"the build ended before holding {pattern}: {Path(out.name).read_text()[-3000:]}"
+            assert proc.poll() is None, (
+                f"the build ended before holding {pattern}: {Path(out.name).read_text()[-3000:]}"
+            )
             time.sleep(0.2)
         else:
             raise AssertionError(f"no writer held {pattern} within {timeout}s")
@@ -225,7 +248,8 @@ def _outputs(workdir: Path) -> dict[str, tuple[int, int]]:
 def _hashes(release: Path) -> dict[str, str]:
     return {
         str(p.relative_to(release)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(release.rglob("*")) if p.is_file()
+        for p in sorted(release.rglob("*"))
+        if p.is_file()
     }
 
 

@@ -9,10 +9,10 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SAM_ARCH, TINY_SAM_GENERATOR, phantom_rgb
 from pycocotools import mask as mask_utils
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 
-from conftest import TINY_SAM_ARCH, TINY_SAM_GENERATOR, phantom_rgb
 from loclens.config import ConfigError, validate
 from loclens.segment import build_segmenter, rle
 from loclens.segment.checkpoints import CheckpointError
@@ -73,8 +73,20 @@ def test_schema_knows_exactly_the_generator_settings():
 def test_batched_embeddings_give_the_library_masks(tiny_sam_checkpoint):
     """Encoding images in one batch and handing the embedding to the generator changes nothing:
     the masks equal those of a plain SamAutomaticMaskGenerator with the same settings."""
-    cfg = _sam_cfg(tiny_sam_checkpoint, filter={k: None for k in ("min_area_fraction", "max_area_fraction",
-                   "max_span_fraction", "border_fraction", "dedup_iou", "max_masks")})
+    cfg = _sam_cfg(
+        tiny_sam_checkpoint,
+        filter={
+            k: None
+            for k in (
+                "min_area_fraction",
+                "max_area_fraction",
+                "max_span_fraction",
+                "border_fraction",
+                "dedup_iou",
+                "max_masks",
+            )
+        },
+    )
     seg = build_segmenter("sam", cfg, "cpu")
     images = [phantom_rgb("abdomen", 256, 0)[0], phantom_rgb("chest", 320, 1)[0]]
     encoded = seg.encode(images)
@@ -106,8 +118,15 @@ def _box_mask(h, w, x0, y0, x1, y1) -> Candidate:
     return Candidate(rle=enc, area=int(m.sum()), bbox=tuple(rle.bbox_xywh(enc)), score=0.9)
 
 
-FILTER = {"min_area_fraction": 0.001, "max_area_fraction": 0.6, "max_span_fraction": 0.95, "border_fraction": 0.08,
-          "marker_max_area_fraction": 0.01, "dedup_iou": 0.85, "max_masks": 24}
+FILTER = {
+    "min_area_fraction": 0.001,
+    "max_area_fraction": 0.6,
+    "max_span_fraction": 0.95,
+    "border_fraction": 0.08,
+    "marker_max_area_fraction": 0.01,
+    "dedup_iou": 0.85,
+    "max_masks": 24,
+}
 
 
 def test_each_radiology_filter_drops_what_it_names():
@@ -135,7 +154,9 @@ def test_each_radiology_filter_drops_what_it_names():
     assert dropped == {"min_area": 1, "max_area": 1, "span": 1, "border_marker": 2, "duplicate": 1}
 
     # null disables a filter; max_masks keeps the largest.
-    kept, dropped = filter_masks(cands, (h, w), {**FILTER, "max_span_fraction": None, "dedup_iou": None, "max_masks": 2})
+    kept, dropped = filter_masks(
+        cands, (h, w), {**FILTER, "max_span_fraction": None, "dedup_iou": None, "max_masks": 2}
+    )
     assert len(kept) == 2 and kept[0].area >= kept[1].area and dropped["max_masks"] == 2
     assert "span" not in dropped or dropped["span"] == 0
 
@@ -146,8 +167,11 @@ def test_dedup_keeps_the_higher_score():
     b = Candidate(**{**_box_mask(h, w, 10, 10, 60, 61).__dict__, "score": 0.99})
     kept, dropped = filter_masks([a, b], (h, w), {"dedup_iou": 0.85})
     assert kept == [b] and dropped == {"duplicate": 1}
-    iou = mask_utils.iou([{"size": a.rle["size"], "counts": a.rle["counts"].encode()}],
-                         [{"size": b.rle["size"], "counts": b.rle["counts"].encode()}], [0])
+    iou = mask_utils.iou(
+        [{"size": a.rle["size"], "counts": a.rle["counts"].encode()}],
+        [{"size": b.rle["size"], "counts": b.rle["counts"].encode()}],
+        [0],
+    )
     assert iou[0, 0] > 0.85
 
 
@@ -160,7 +184,9 @@ def test_checkpoint_of_another_architecture_is_named(tiny_sam_checkpoint):
         build_segmenter("sam", cfg, "cpu")
 
 
-@pytest.mark.parametrize("settings", [TINY_SAM_GENERATOR, {**TINY_SAM_GENERATOR, "crop_n_layers": 1, "points_per_side": 2}])
+@pytest.mark.parametrize(
+    "settings", [TINY_SAM_GENERATOR, {**TINY_SAM_GENERATOR, "crop_n_layers": 1, "points_per_side": 2}]
+)
 def test_batched_rle_generator_gives_the_library_output(tiny_sam_checkpoint, settings):
     """Our generator (the point batches run-length encoded in one pass) returns exactly the
     library generator's annotations: masks, areas, boxes, scores, points, crops."""
@@ -189,8 +215,17 @@ def test_automatic_masks_are_the_same_from_loader_processes(tiny_sam_checkpoint,
         path = tmp_path / f"{k}.png"
         Image.fromarray(phantom_rgb(region, size, k)[0]).save(path)
         rows.append({"image_id": f"img{k}", "path": str(path), "height": size, "width": size})
-    no_filters = {k: None for k in ("min_area_fraction", "max_area_fraction", "max_span_fraction", "border_fraction",
-                                    "dedup_iou", "max_masks")}
+    no_filters = {
+        k: None
+        for k in (
+            "min_area_fraction",
+            "max_area_fraction",
+            "max_span_fraction",
+            "border_fraction",
+            "dedup_iou",
+            "max_masks",
+        )
+    }
     cfg = _sam_cfg(tiny_sam_checkpoint, generator={**TINY_SAM_GENERATOR, "points_per_side": 2}, filter=no_filters)
     seg = build_segmenter("sam", cfg, "cpu")
     in_process = segment_images(seg, rows, {}, progress=False, workers=0)

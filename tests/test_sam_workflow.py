@@ -6,14 +6,13 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from pathlib import Path
 
 import datasets
 import pytest
 import yaml
+from conftest import REPO, TINY_SAM_ARCH, TINY_SAM_GENERATOR, run_snakemake
 from pycocotools import mask as mask_utils
 
-from conftest import REPO, TINY_SAM_ARCH, TINY_SAM_GENERATOR, run_snakemake
 from loclens.provenance import sha256_file
 from loclens.segment import rle
 
@@ -101,7 +100,9 @@ def test_sam_views_masks_and_provenance_reach_the_release(sam_build, tiny_sam_ch
             assert segs["medsam"]["prompt_sources"] == ["sam", "otsu"]
     assert rows >= 2
     card = (release / "README.md").read_text()
-    assert f"**SAM ViT-B** (backend `sam_automatic`), checkpoint `{tiny_sam_checkpoint.name}`, sha256 `{sam_sha}`" in card
+    assert (
+        f"**SAM ViT-B** (backend `sam_automatic`), checkpoint `{tiny_sam_checkpoint.name}`, sha256 `{sam_sha}`" in card
+    )
     assert "automatic mask generation (box_nms_thresh=1.0, points_per_side=2" in card and "views are null" not in card
 
 
@@ -143,7 +144,9 @@ def test_slurm_profile_plans_one_gpu_job_per_shard(sam_build):
     assert len(fetch) == 1
     # Downloads stay on the submit host: a cluster executor runs local rules there. (Snakemake 9
     # dry runs no longer print "localrule", so the workflow's own local-rule set is checked.)
-    assert {"fetch_checkpoint", "fetch_checkpoints", "download", "download_dataset", "publish"} <= local_rules(workdir, cfg)
+    assert {"fetch_checkpoint", "fetch_checkpoints", "download", "download_dataset", "publish"} <= local_rules(
+        workdir, cfg
+    )
     assert "segment" not in local_rules(workdir, cfg)
 
 
@@ -153,8 +156,13 @@ def local_rules(workdir, cfg) -> set[str]:
     from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
 
     with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
-        wf = api.workflow(resource_settings=ResourceSettings(), config_settings=ConfigSettings(configfiles=[cfg]),
-                          storage_settings=StorageSettings(), snakefile=REPO / "Snakefile", workdir=workdir)
+        wf = api.workflow(
+            resource_settings=ResourceSettings(),
+            config_settings=ConfigSettings(configfiles=[cfg]),
+            storage_settings=StorageSettings(),
+            snakefile=REPO / "Snakefile",
+            workdir=workdir,
+        )
         return set(wf._workflow._localrules)
 
 

@@ -116,7 +116,9 @@ def test_post_process_on_the_device_scales_masks_made_on_a_reduced_copy():
 
     small = torch.zeros((2, 30, 40), dtype=torch.bool)
     small[0, 5:15, 10:30] = True  # the second mask is empty: not stored
-    entries = post_process(Seg(), small, torch.tensor([0.9, 0.8]), [Prompt((10, 5, 30, 15), "a", "otsu")] * 2, (300, 400))
+    entries = post_process(
+        Seg(), small, torch.tensor([0.9, 0.8]), [Prompt((10, 5, 30, 15), "a", "otsu")] * 2, (300, 400)
+    )
     assert len(entries) == 1
     assert entries[0]["rle"] == rle.encode_resized(small[0].numpy(), (300, 400))
     assert entries[0]["prompt_box"] == [100.0, 50.0, 300.0, 150.0]
@@ -139,7 +141,11 @@ def test_release_is_byte_identical_with_and_without_workers(tmp_path):
     cfg = config["segment"]["medsam"]
     seg = build_segmenter("medsam", cfg, "cpu")
     shards, masks = {}, {}
-    layouts = {"in-process": {"workers": 0}, "workers": {"workers": 2}, "device-rle": {"workers": 2, "post_on_device": True}}
+    layouts = {
+        "in-process": {"workers": 0},
+        "workers": {"workers": 2},
+        "device-rle": {"workers": 2, "post_on_device": True},
+    }
     for name, kwargs in layouts.items():
         caches, masks[name] = [], []
         for k, ids in enumerate(plan.segment_shards):

@@ -12,11 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from loclens.config import validate
-from loclens.ingest import check_accounting, read_jsonl, run_ingest
-from loclens.segment import rle
-from loclens.sources import SourceError, read_source
 from slake_tree import (
     CLASS_NAMES,
     IMAGES,
@@ -29,6 +24,11 @@ from slake_tree import (
     expert_label_maps,
 )
 
+from loclens.config import validate
+from loclens.ingest import check_accounting, read_jsonl, run_ingest
+from loclens.segment import rle
+from loclens.sources import SourceError, read_source
+
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
@@ -38,7 +38,7 @@ def trees(tmp_path_factory):
 
 def _img_id(image) -> int:
     """SLAKE's img_id of a read image (its folder is imgs/xmlab<img_id>)."""
-    return int(Path(image.source_file).parent.name[len("xmlab"):])
+    return int(Path(image.source_file).parent.name[len("xmlab") :])
 
 
 def _comparable(result):
@@ -73,7 +73,9 @@ def test_quirks_are_handled_and_nothing_is_lost(trees):
     assert len(reasons) == N_MALFORMED
     assert reasons[0] == "malformed record: empty answer"
     assert "img_name 'xmlab4/source.jpg' does not match img_id 3" in reasons[1]
-    assert [(r.kind, r.source_file) for r in result.rejects if r.kind == "image"] == [("image", f"imgs/xmlab{UNREFERENCED_ID}")]
+    assert [(r.kind, r.source_file) for r in result.rejects if r.kind == "image"] == [
+        ("image", f"imgs/xmlab{UNREFERENCED_ID}")
+    ]
     assert len(result.images) == len(IMAGES)
     by_lang = collections.Counter(qa.lang for qa in released)
     assert by_lang == {"en": len(IMAGES) * 4 + 1, "zh": N_CHINESE}
@@ -129,13 +131,20 @@ def test_ingest_keeps_english_by_default_and_tags_localization(trees, tmp_path):
     rows = read_jsonl(tmp_path / "out" / "records.jsonl")
     split_of = {}
     for row in rows:
-        assert split_of.setdefault(row["image_id"], row["split"]) == row["split"], "English images are disjoint across splits"
+        assert split_of.setdefault(row["image_id"], row["split"]) == row["split"], (
+            "English images are disjoint across splits"
+        )
         assert all(qa["lang"] == "en" for qa in row["qa"])
     qas = [qa for row in rows for qa in row["qa"]]
     organ = [qa for qa in qas if qa["question_type"] == ["Organ"]]
     position = [qa for qa in qas if qa["question_type"] == ["Position"]]
-    assert all(qa["localization"] == ["anatomical"] and qa["localization_rule"] == "slake:question_type=Organ" for qa in organ)
-    assert all(qa["localization"] == ["positioning"] and qa["localization_rule"] == "slake:question_type=Position" for qa in position)
+    assert all(
+        qa["localization"] == ["anatomical"] and qa["localization_rule"] == "slake:question_type=Organ" for qa in organ
+    )
+    assert all(
+        qa["localization"] == ["positioning"] and qa["localization_rule"] == "slake:question_type=Position"
+        for qa in position
+    )
     assert all(qa["localization"] == [] and qa["localization_rule"] is None for qa in qas if qa not in organ + position)
     totals = collections.Counter()
     for counts in plan.localization.values():
@@ -206,7 +215,17 @@ def _break(tree: Path, case: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "case", ["mask.txt line", "mask.txt missing", "mask size", "unknown class", "not a list", "two keys", "box outside", "empty box"]
+    "case",
+    [
+        "mask.txt line",
+        "mask.txt missing",
+        "mask size",
+        "unknown class",
+        "not a list",
+        "two keys",
+        "box outside",
+        "empty box",
+    ],
 )
 def test_annotation_that_does_not_fit_fails_loudly_naming_the_file(trees, tmp_path, case):
     original, _, _ = trees
@@ -234,7 +253,6 @@ def test_missing_dataset_says_how_to_get_it(tmp_path):
         read_source("slake", tmp_path / "nowhere", dataset="slake")
     message = str(err.value)
     assert "loclens download slake --out" in message and "BoKelvin/SLAKE" in message
-
 
 
 def test_expert_boxes_are_the_first_prompt_source_with_their_own_cap(trees):

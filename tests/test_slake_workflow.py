@@ -12,11 +12,11 @@ import datasets
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, SEGMENT_ONE_THREAD, run_snakemake
+from slake_tree import CLASS_NAMES, IMAGES, N_CHINESE, N_MALFORMED, N_RECORDS, build_slake_tree, expert_label_maps
+
 from loclens.schema import FEATURES
 from loclens.segment import rle
-from slake_tree import CLASS_NAMES, IMAGES, N_CHINESE, N_MALFORMED, N_RECORDS, build_slake_tree, expert_label_maps
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,11 @@ def test_one_release_with_both_configs(release):
     slake = manifest["datasets"]["slake"]
     acc = slake["accounting"]
     assert {k: acc[k] for k in ("input_records", "released_qa", "rejected_qa", "rejected_images")} == {
-        "input_records": N_RECORDS, "released_qa": N_RECORDS - N_CHINESE - N_MALFORMED,
-        "rejected_qa": N_CHINESE + N_MALFORMED, "rejected_images": 1}
+        "input_records": N_RECORDS,
+        "released_qa": N_RECORDS - N_CHINESE - N_MALFORMED,
+        "rejected_qa": N_CHINESE + N_MALFORMED,
+        "rejected_images": 1,
+    }
     assert sum(r["count"] for r in acc["by_reason"] if r["kind"] == "qa") == acc["rejected_qa"]
     rejects = [json.loads(line) for line in (release / slake["rejects_file"]).read_text().splitlines()]
     assert collections.Counter(r["reason"].split(" (")[0] for r in rejects) == {
@@ -120,7 +123,8 @@ def test_litemedsam_masks_from_expert_boxes_overlap_the_expert_masks(release):
     ious = {}
     for row in _rows(release, "slake"):
         expert = {m["label"]: rle.decode(m["rle"]) for m in row["masks"] if m["segmenter"] == "expert"}
-        predicted = collections.defaultdict(lambda: np.zeros((row["height"], row["width"]), bool))
+        shape = (row["height"], row["width"])
+        predicted = collections.defaultdict(lambda shape=shape: np.zeros(shape, bool))
         for m in row["masks"]:
             if m["segmenter"] == "medsam" and m["prompt_source"] == "expert":
                 predicted[m["label"]] |= rle.decode(m["rle"])

@@ -4,7 +4,6 @@ test file), and only slow tests run Snakemake (conftest.run_snakemake)."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import run_snakemake
 
 SUITE = """
@@ -33,12 +32,16 @@ def test_a_skip_fails_the_run_under_ci(suite, monkeypatch):
     result = suite.runpytest_inprocess("-p", "strict_skips", "-rs")
     result.assert_outcomes(passed=1, skipped=1, xfailed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*CI: 1 test(s) skipped; every test must run in CI*", "*skipped: test_suite.py::test_needs_data"])
+    result.stdout.fnmatch_lines(
+        ["*CI: 1 test(s) skipped; every test must run in CI*", "*skipped: test_suite.py::test_needs_data"]
+    )
 
 
 def test_a_module_skipped_at_import_fails_the_run_under_ci(pytester, monkeypatch):
     monkeypatch.setenv("CI", "true")
-    pytester.makepyfile(test_missing='import pytest\npytest.importorskip("no_such_module_here")\n\ndef test_x():\n    pass\n')
+    pytester.makepyfile(
+        test_missing='import pytest\npytest.importorskip("no_such_module_here")\n\ndef test_x():\n    pass\n'
+    )
     result = pytester.runpytest_inprocess("-p", "strict_skips")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*skipped: test_missing.py"])

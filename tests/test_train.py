@@ -25,8 +25,9 @@ def release(train_release):
 
 
 def vit_settings(tiny_vit, **overrides):
-    return default_settings(vision={"backend": "hf", "path": str(tiny_vit)}, connector={"factor": 2},
-                            device="cpu", **overrides)
+    return default_settings(
+        vision={"backend": "hf", "path": str(tiny_vit)}, connector={"factor": 2}, device="cpu", **overrides
+    )
 
 
 def mean(xs):
@@ -44,8 +45,14 @@ def test_both_phases_lower_their_loss(release, tiny_vit, tmp_path):
     assert last < first - 0.5, align["losses"]
 
     # Phase 2 starts from phase 1's model: 34 questions, batch 4 -> 8 steps per epoch.
-    vqa = train(settings | {"vqa": settings["vqa"] | {"epochs": 3}}, "vqa", release, tmp_path / "vqa",
-                init=tmp_path / "align" / "final", progress=False)
+    vqa = train(
+        settings | {"vqa": settings["vqa"] | {"epochs": 3}},
+        "vqa",
+        release,
+        tmp_path / "vqa",
+        init=tmp_path / "align" / "final",
+        progress=False,
+    )
     assert vqa["steps"] == 24
     # Each epoch covers the same 32 questions (in other batches): compare whole epochs.
     first, last = mean(vqa["losses"][:8]), mean(vqa["losses"][16:])
@@ -60,7 +67,10 @@ def test_both_phases_lower_their_loss(release, tiny_vit, tmp_path):
         weights = load_file(str(out / "final" / "model.safetensors"))
         assert weights and not any(k.startswith(("vision.", "text.")) for k in weights)  # frozen towers
         config = json.loads((out / "final" / "config.json").read_text())
-        assert config["model"]["vision"]["backend"] == "hf" and config["settings"][phase]["loss"] == settings[phase]["loss"]
+        assert (
+            config["model"]["vision"]["backend"] == "hf"
+            and config["settings"][phase]["loss"] == settings[phase]["loss"]
+        )
     model = load_model(tmp_path / "vqa" / "final")
     assert model.encode_text(["question: is this the liver? answer: yes"]).shape == (1, 256)
 
@@ -69,8 +79,13 @@ def test_both_phases_lower_their_loss(release, tiny_vit, tmp_path):
 def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tmp_path):
     # Phase 2 has 8 steps per epoch: stopping at step 3 resumes in the middle of an epoch.
     def settings(max_steps, **kw):
-        return vit_settings(tiny_vit, checkpoint_every=1, keep_checkpoints=2,
-                            vqa={"loss": "infonce", "max_steps": max_steps, "epochs": 2}, **kw)
+        return vit_settings(
+            tiny_vit,
+            checkpoint_every=1,
+            keep_checkpoints=2,
+            vqa={"loss": "infonce", "max_steps": max_steps, "epochs": 2},
+            **kw,
+        )
 
     whole = train(settings(5), "vqa", release, tmp_path / "whole", progress=False)
     first = train(settings(3), "vqa", release, tmp_path / "split", progress=False)
@@ -79,7 +94,13 @@ def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tm
     resumed = train(settings(5), "vqa", release, tmp_path / "split", progress=False)
     assert resumed["losses"] == whole["losses"]  # steps 4 and 5 identical to the uninterrupted run
     files = {p.name for p in list_checkpoints(tmp_path / "split")[-1].iterdir()}
-    assert files == {"model.safetensors", "config.json", "optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
+    assert files == {
+        "model.safetensors",
+        "config.json",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "trainer_state.json",
+    }
 
     # Other settings do not resume from these checkpoints: they are set aside, training restarts.
     other = train(settings(2, lr=5e-4), "vqa", release, tmp_path / "split", progress=False)
@@ -89,13 +110,24 @@ def test_resume_from_checkpoint_gives_the_same_next_losses(release, tiny_vit, tm
 
 @pytest.mark.slow  # the workflow-built release (conftest.train_release)
 @pytest.mark.parametrize("family", ["idefics3", "llava"])
-def test_lens_vlm_runs_both_phases_on_a_release_and_resumes_exactly(family, release, tiny_idefics3, tiny_llava, tmp_path):
+def test_lens_vlm_runs_both_phases_on_a_release_and_resumes_exactly(
+    family, release, tiny_idefics3, tiny_llava, tmp_path
+):
     folder = {"idefics3": tiny_idefics3, "llava": tiny_llava}[family]
 
     def settings(max_steps):
-        return default_settings(model="vlm", vlm={"model": str(folder), "max_new_tokens": 3}, device="cpu",
-                                fusion_heads=2, batch_size=2, lr=3e-3, checkpoint_every=1, keep_checkpoints=1,
-                                align={"max_steps": max_steps, "epochs": 3}, vqa={"max_steps": 2})
+        return default_settings(
+            model="vlm",
+            vlm={"model": str(folder), "max_new_tokens": 3},
+            device="cpu",
+            fusion_heads=2,
+            batch_size=2,
+            lr=3e-3,
+            checkpoint_every=1,
+            keep_checkpoints=1,
+            align={"max_steps": max_steps, "epochs": 3},
+            vqa={"max_steps": 2},
+        )
 
     # 5 train images, batch 2: 2 steps per epoch, so stopping after step 3 resumes mid-epoch.
     whole = train(settings(5), "align", release, tmp_path / "whole", progress=False)
@@ -106,7 +138,9 @@ def test_lens_vlm_runs_both_phases_on_a_release_and_resumes_exactly(family, rele
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # Phase 1 saved the vision side it trained, not the frozen LM.
     assert any(".vision" in k for k in a) and any(k.startswith("fusion.") for k in a)
-    assert not any(k.startswith(("model.model.text_model.", "model.model.language_model.", "model.lm_head.")) for k in a)
+    assert not any(
+        k.startswith(("model.model.text_model.", "model.model.language_model.", "model.lm_head.")) for k in a
+    )
 
     vqa = train(settings(5), "vqa", release, tmp_path / "vqa", init=tmp_path / "whole" / "final", progress=False)
     assert vqa["steps"] == 2 and all(math.isfinite(x) for x in vqa["losses"])
@@ -132,18 +166,43 @@ def test_cli_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    argv = ["train", "--phase", "align", "--release", str(tmp_path), "--out", str(tmp_path / "o"), "--nproc-per-node", "2"]
+    argv = [
+        "train",
+        "--phase",
+        "align",
+        "--release",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--nproc-per-node",
+        "2",
+    ]
     monkeypatch.setattr(sys, "argv", ["loclens", *argv])
     assert cli.main(argv) == 0
-    assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                      "-m", "loclens.cli", *argv]]
+    assert calls == [
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "loclens.cli",
+            *argv,
+        ]
+    ]
 
 
 @pytest.mark.slow
 def test_workflow_train_target_runs_align_then_vqa(train_release, tiny_vit):
     config = yaml.safe_load((train_release / "config.yaml").read_text())
-    config["train"] = {"vision": {"backend": "hf", "path": str(tiny_vit)}, "connector": {"factor": 2}, "device": "cpu",
-                       "align": {"epochs": 2}, "vqa": {"max_steps": 2}}
+    config["train"] = {
+        "vision": {"backend": "hf", "path": str(tiny_vit)},
+        "connector": {"factor": 2},
+        "device": "cpu",
+        "align": {"epochs": 2},
+        "vqa": {"max_steps": 2},
+    }
     cfg = train_release / "config_train.yaml"
     cfg.write_text(yaml.safe_dump(config))
     run = run_snakemake(train_release, "--configfile", str(cfg), "--cores", "2", "train")
@@ -163,8 +222,16 @@ def test_workflow_train_target_runs_align_then_vqa(train_release, tiny_vit):
 def test_workflow_train_target_runs_the_lens_vlm(train_release, tiny_idefics3):
     config = yaml.safe_load((train_release / "config.yaml").read_text())
     config["results"] = "results_vlm"
-    config["train"] = {"model": "vlm", "vlm": {"model": str(tiny_idefics3)}, "release": str(train_release / "results" / "release"),
-                       "fusion_heads": 2, "batch_size": 2, "device": "cpu", "align": {"max_steps": 2}, "vqa": {"max_steps": 2}}
+    config["train"] = {
+        "model": "vlm",
+        "vlm": {"model": str(tiny_idefics3)},
+        "release": str(train_release / "results" / "release"),
+        "fusion_heads": 2,
+        "batch_size": 2,
+        "device": "cpu",
+        "align": {"max_steps": 2},
+        "vqa": {"max_steps": 2},
+    }
     cfg = train_release / "config_train_vlm.yaml"
     cfg.write_text(yaml.safe_dump(config))
     run_snakemake(train_release, "--configfile", str(cfg), "--cores", "2", "train")

@@ -46,7 +46,9 @@ def test_samples_match_the_release_read_back_with_datasets(release, release_dir)
         # No expert masks in VQA-RAD: the body region, then the answers of its open ORGAN questions.
         region, _, organs = s["text"].partition(": ")
         assert region == row["body_region"]
-        said = {qa["answer"].lower() for qa in row["qa"] if "ORGAN" in qa["question_type"] and qa["answer_type"] == "open"}
+        said = {
+            qa["answer"].lower() for qa in row["qa"] if "ORGAN" in qa["question_type"] and qa["answer_type"] == "open"
+        }
         assert set(filter(None, organs.split(", "))) == said
         assert np.array_equal(s["images"][0], np.asarray(row["image"].convert("RGB")))
         present = [c for c in VIEW_COLUMNS if row[c] is not None]
@@ -149,8 +151,12 @@ def test_round_robin_is_the_dataloader_order():
 
 
 def test_align_text_names_expert_organs_not_prompt_labels():
-    masks = [{"segmenter": "expert", "label": "liver"}, {"segmenter": "expert", "label": "spleen"},
-             {"segmenter": "medsam", "label": "otsu-body-0"}, {"segmenter": "expert", "label": "liver"}]
+    masks = [
+        {"segmenter": "expert", "label": "liver"},
+        {"segmenter": "expert", "label": "spleen"},
+        {"segmenter": "medsam", "label": "otsu-body-0"},
+        {"segmenter": "expert", "label": "liver"},
+    ]
     assert align_text({"body_region": "abdomen", "masks": masks}) == "abdomen: liver, spleen"
     assert align_text({"body_region": None, "modality": "CT", "masks": []}) == "CT"
 
@@ -205,9 +211,13 @@ def test_views_are_two_distinct_kinds_then_a_source_among_those_present():
 def test_phase1_text_takes_organ_words_from_organ_questions():
     from loclens.train.samples import align_text
 
-    row = {"body_region": "head", "masks": [{"segmenter": "expert", "label": "Brain Edema"},
-                                            {"segmenter": "medsam", "label": "otsu-body-0"}],
-           "qa": [{"question_type": ["ORGAN"], "answer_type": "open", "answer": "The brain\tskull"},
-                  {"question_type": ["ORGAN"], "answer_type": "closed", "answer": "yes"},
-                  {"question_type": ["POS"], "answer_type": "open", "answer": "left"}]}
+    row = {
+        "body_region": "head",
+        "masks": [{"segmenter": "expert", "label": "Brain Edema"}, {"segmenter": "medsam", "label": "otsu-body-0"}],
+        "qa": [
+            {"question_type": ["ORGAN"], "answer_type": "open", "answer": "The brain\tskull"},
+            {"question_type": ["ORGAN"], "answer_type": "closed", "answer": "yes"},
+            {"question_type": ["POS"], "answer_type": "open", "answer": "left"},
+        ],
+    }
     assert align_text(row) == "head: Brain Edema, brain, skull"

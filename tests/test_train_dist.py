@@ -10,9 +10,9 @@ import sys
 from collections import defaultdict
 
 import pytest
+from conftest import REPO
 
 from loclens.train import ReleaseDataset, open_release
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -20,8 +20,17 @@ pytestmark = pytest.mark.slow
 def test_two_ranks_read_disjoint_shares_and_train_in_lockstep(train_release, tiny_vit, tmp_path):
     release_dir = train_release / "results" / "release"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO / 'tests'}"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           str(REPO / "tests" / "dist_probe.py"), str(release_dir), str(tmp_path), str(tiny_vit)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(REPO / "tests" / "dist_probe.py"),
+        str(release_dir),
+        str(tmp_path),
+        str(tiny_vit),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     reports = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2)]

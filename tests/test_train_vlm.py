@@ -40,9 +40,15 @@ def samples(model, n: int = 4, views: int = 2, qa: bool = False) -> dict:
     """A batch of ``n`` samples, each the original and ``views`` lens views, distinct texts."""
     out = []
     for i in range(n):
-        sample = {"images": images(1 + views, seed=i), "columns": COLUMNS[: 1 + views], "text": f"organ {i} region {i}",
-                  "question": f"what is shown in image {i}?" if qa else None, "answer": f"answer {i}" if qa else None,
-                  "image_id": f"img{i}", "key": f"img{i}" + ("/q" if qa else "")}
+        sample = {
+            "images": images(1 + views, seed=i),
+            "columns": COLUMNS[: 1 + views],
+            "text": f"organ {i} region {i}",
+            "question": f"what is shown in image {i}?" if qa else None,
+            "answer": f"answer {i}" if qa else None,
+            "image_id": f"img{i}",
+            "key": f"img{i}" + ("/q" if qa else ""),
+        }
         out.append(model.prepare(sample))
     return model.collate(out)
 
@@ -81,13 +87,16 @@ def test_at_init_the_vision_path_and_prompt_are_the_models_own(family, folders):
     with torch.no_grad():
         ours = model.image_tokens(batch["vision"], batch["present"], batch["view_ids"])
         prompt = model._prompt("what is shown in image 0?", "answer 0").replace(model.family.image_prompt(), "<image>")
-        inputs = model.processor(text=[prompt], images=[[image]] if family == "idefics3" else [image], return_tensors="pt")
+        inputs = model.processor(
+            text=[prompt], images=[[image]] if family == "idefics3" else [image], return_tensors="pt"
+        )
         inputs.pop("token_type_ids", None)
         theirs = model.model.get_image_features(**{k: v for k, v in inputs.items() if k.startswith("pixel")})
         assert torch.allclose(ours[0], torch.cat(list(theirs.pooler_output)).reshape(ours[0].shape), atol=1e-5)
         assert inputs["input_ids"][0].tolist() == batch["input_ids"][0].tolist()
-        logits = model.model(inputs_embeds=model.splice(batch["input_ids"], ours),
-                             attention_mask=batch["attention_mask"]).logits
+        logits = model.model(
+            inputs_embeds=model.splice(batch["input_ids"], ours), attention_mask=batch["attention_mask"]
+        ).logits
         assert torch.allclose(logits, model.model(**inputs).logits, atol=1e-4)
 
 
@@ -252,7 +261,10 @@ def test_a_checkpoint_of_another_model_is_refused(folders, tmp_path):
     from loclens.train.checkpoint import load_weights
 
     model = build_model(settings_for(folders["idefics3"]))
-    save_file({"fusion.gate": torch.zeros(()), "model.model.vision_tower.x": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
+    save_file(
+        {"fusion.gate": torch.zeros(()), "model.model.vision_tower.x": torch.zeros(1)},
+        str(tmp_path / "model.safetensors"),
+    )
     with pytest.raises(ValueError, match="model.safetensors: does not fit this model.*vision_tower"):
         load_weights(tmp_path, model)
     save_file({"image_head.bias": torch.zeros(256)}, str(tmp_path / "model.safetensors"))
@@ -266,9 +278,20 @@ def test_cli_names_the_model_to_fetch_when_offline(tmp_path, monkeypatch, capsys
     from loclens import cli
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    settings = '{"model": "vlm", "vlm": {"model": "HuggingFaceTB/SmolVLM-500M-Instruct", "revision": "' + "b" * 40 + '"}}'
+    settings = (
+        '{"model": "vlm", "vlm": {"model": "HuggingFaceTB/SmolVLM-500M-Instruct", "revision": "' + "b" * 40 + '"}}'
+    )
     (tmp_path / "release").mkdir()
-    argv = ["train", "--phase", "align", "--release", str(tmp_path / "release"), "--settings", settings,
-            "--out", str(tmp_path / "out")]
+    argv = [
+        "train",
+        "--phase",
+        "align",
+        "--release",
+        str(tmp_path / "release"),
+        "--settings",
+        settings,
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert cli.main(argv) == 2
     assert "hf download HuggingFaceTB/SmolVLM-500M-Instruct --revision bbbb" in capsys.readouterr().err

@@ -7,8 +7,8 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import copy_release
+
 from loclens.cli import main
 from loclens.release.manifest import shard_entry
 from loclens.release.shards import write_shard
@@ -143,7 +143,11 @@ def test_other_damage_is_named(small_release, tmp_path, damage):
         card.write_text(card.read_text().replace("path: sample/train-*.parquet", "path: sample/training-*.parquet"))
         expected = ("README.md", "card")
     else:
-        _rewrite(release, shard["file"], lambda rows: rows[0].update(medsam_unicolor={"bytes": b"not a png", "path": "x.png"}))
+        _rewrite(
+            release,
+            shard["file"],
+            lambda rows: rows[0].update(medsam_unicolor={"bytes": b"not a png", "path": "x.png"}),
+        )
         expected = (shard["file"], "image")
     report = validate_release(release)
     assert any((p.file, p.check) == expected for p in report.problems), report.text()

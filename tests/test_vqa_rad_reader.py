@@ -61,7 +61,9 @@ def test_quirks_are_normalised(vqa_rad_root):
     assert nulls, "NULL strings become missing values"
     # CLOSED is not yes/no: the reader keeps the official label, whatever the answer.
     closed_other = [qa for qa in qas.values() if qa.answer_type == "closed" and qa.answer.lower() not in ("yes", "no")]
-    raw_closed_other = [r for r in raw if r["answer_type"].strip() == "CLOSED" and str(r["answer"]).lower() not in ("yes", "no")]
+    raw_closed_other = [
+        r for r in raw if r["answer_type"].strip() == "CLOSED" and str(r["answer"]).lower() not in ("yes", "no")
+    ]
     assert len(closed_other) == len(raw_closed_other) > 0
     # Every image is identified by content hash and has a body region.
     assert all(len(img.image_id) == 16 for img in result.images)

@@ -7,9 +7,8 @@ import hashlib
 import importlib.util
 import json
 
-from PIL import Image
-
 from conftest import REPO
+from PIL import Image
 
 DATA = REPO / "tests" / "data"
 

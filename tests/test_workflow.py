@@ -14,11 +14,11 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import REPO, SEGMENT_ONE_THREAD, run_snakemake
 
 from loclens.config import validate
 from loclens.schema import FEATURES, IMAGE_COLUMNS, VIEW_COLUMNS
 from loclens.stages import build_hash
-from conftest import REPO, SEGMENT_ONE_THREAD, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,9 @@ def build(tmp_path_factory, train_release):
 def test_adding_a_dataset_reuses_the_finished_jobs_of_the_other(build, train_release):
     workdir, _, _ = build
     for sub in ("ingest/vqa_rad", "segment/vqa_rad", "release/vqa_rad"):
-        finished = sorted(p.relative_to(train_release) for p in (train_release / "results" / sub).rglob("*") if p.is_file())
+        finished = sorted(
+            p.relative_to(train_release) for p in (train_release / "results" / sub).rglob("*") if p.is_file()
+        )
         assert finished, sub
         for rel in finished:
             assert (workdir / rel).stat().st_mtime_ns == (train_release / rel).stat().st_mtime_ns, f"{rel} was redone"
@@ -118,8 +120,12 @@ def test_release_loads_with_datasets_and_decodes_every_image(build):
                 assert prov["config_hash"] and prov["seed"] == 0
                 assert prov["segmenters"][0]["checkpoint_sha256"].startswith("79d8c9dc")
                 assert row["source_file"]
-    assert rows_seen == {name: sum(s["rows"] for s in entry["splits"].values()) for name, entry in manifest["datasets"].items()}
-    assert without_masks["sample"] == 0 and without_masks["vqa_rad"] <= 2 < rows_seen["vqa_rad"]  # one image, in both splits
+    assert rows_seen == {
+        name: sum(s["rows"] for s in entry["splits"].values()) for name, entry in manifest["datasets"].items()
+    }
+    assert (
+        without_masks["sample"] == 0 and without_masks["vqa_rad"] <= 2 < rows_seen["vqa_rad"]
+    )  # one image, in both splits
     card = (release / "README.md").read_text()
     assert "config_name: vqa_rad" in card and "sam_*" in card
     assert ("segmenter found no mask" in card) == (without_masks["vqa_rad"] > 0)
@@ -147,8 +153,12 @@ def test_same_config_gives_byte_identical_shards(build, tmp_path):
     independent rebuild compared byte for byte is in test_reliability_workflow's resume test.)"""
     workdir, cfg, _ = build
     second = tmp_path / "second"
-    shutil.copytree(workdir, second, symlinks=True,
-                    ignore=lambda d, names: [n for n in names if Path(d) == workdir / "results" and n in ("release", "qc")])
+    shutil.copytree(
+        workdir,
+        second,
+        symlinks=True,
+        ignore=lambda d, names: [n for n in names if Path(d) == workdir / "results" and n in ("release", "qc")],
+    )
     shard = "results/segment/vqa_rad/medsam/shard-00000.parquet"
     run_snakemake(second, "--configfile", str(second / cfg.name), "--cores", "2", *SEGMENT_ONE_THREAD, "--force", shard)
     assert (second / shard).stat().st_mtime_ns != (workdir / shard).stat().st_mtime_ns  # really recomputed
@@ -156,10 +166,20 @@ def test_same_config_gives_byte_identical_shards(build, tmp_path):
     assert pq.read_table(second / shard, columns=columns).equals(pq.read_table(workdir / shard, columns=columns))
 
     # The release only (its manifest): the QC pictures are not what this test compares.
-    run_snakemake(second, "results/release/manifest.json", "--configfile", str(second / cfg.name), "--cores", "2", *SEGMENT_ONE_THREAD)
+    run_snakemake(
+        second,
+        "results/release/manifest.json",
+        "--configfile",
+        str(second / cfg.name),
+        "--cores",
+        "2",
+        *SEGMENT_ONE_THREAD,
+    )
     first_hashes = _shard_hashes(workdir / "results" / "release")
     assert first_hashes and first_hashes == _shard_hashes(second / "results" / "release")
-    assert (workdir / "results/release/manifest.json").read_text() == (second / "results/release/manifest.json").read_text()
+    assert (workdir / "results/release/manifest.json").read_text() == (
+        second / "results/release/manifest.json"
+    ).read_text()
 
 
 def test_views_copied_from_the_other_split_equal_a_fresh_render(build, tmp_path):
@@ -183,11 +203,30 @@ def test_views_copied_from_the_other_split_equal_a_fresh_render(build, tmp_path)
     for shard in copying:
         name = shard["file"].split("/")[-1]
         subprocess.run(
-            [sys.executable, "-m", "loclens.cli", "render", "--records", str(results / "ingest" / "vqa_rad" / "records.jsonl"),
-             "--plan", str(fresh_plan), "--shard", name, "--masks", f"medsam={caches}",
-             "--settings", json.dumps(config["render"]), "--seed", str(config["seed"]),
-             "--config-hash", build_hash(config, "vqa_rad"), "--out", str(tmp_path / name)],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "loclens.cli",
+                "render",
+                "--records",
+                str(results / "ingest" / "vqa_rad" / "records.jsonl"),
+                "--plan",
+                str(fresh_plan),
+                "--shard",
+                name,
+                "--masks",
+                f"medsam={caches}",
+                "--settings",
+                json.dumps(config["render"]),
+                "--seed",
+                str(config["seed"]),
+                "--config-hash",
+                build_hash(config, "vqa_rad"),
+                "--out",
+                str(tmp_path / name),
+            ],
+            check=True,
+            capture_output=True,
         )
         assert (tmp_path / name).read_bytes() == (results / "release" / shard["file"]).read_bytes(), name
 

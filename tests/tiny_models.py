@@ -22,8 +22,9 @@ def tiny_vit(out: Path) -> Path:
     from transformers import ViTConfig, ViTModel
 
     torch.manual_seed(0)
-    config = ViTConfig(image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64)
+    config = ViTConfig(
+        image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     ViTModel(config, add_pooling_layer=False).save_pretrained(out)
     return out
 
@@ -40,9 +41,17 @@ def _tokenizer(image_tokens: list[str]):
 
 
 def _llama(tok) -> dict:
-    return {"model_type": "llama", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
-            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
-            "pad_token_id": tok.pad_token_id, "max_position_embeddings": 512}
+    return {
+        "model_type": "llama",
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "pad_token_id": tok.pad_token_id,
+        "max_position_embeddings": 512,
+    }
 
 
 def tiny_idefics3(out: Path, image_size: int = 64, patch_size: int = 8, scale_factor: int = 2) -> Path:
@@ -59,15 +68,24 @@ def tiny_idefics3(out: Path, image_size: int = 64, patch_size: int = 8, scale_fa
     special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
     special += [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
     tok = _tokenizer(special)
-    images = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": image_size},
-                                    max_image_size={"longest_edge": image_size})
+    images = Idefics3ImageProcessor(
+        do_image_splitting=False, size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size}
+    )
     seq = (image_size // patch_size) ** 2 // scale_factor**2
     processor = Idefics3Processor(image_processor=images, tokenizer=tok, image_seq_len=seq, chat_template=CHAT_TEMPLATE)
     config = Idefics3Config(
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": image_size, "patch_size": patch_size},
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch_size,
+        },
         text_config=_llama(tok),
-        scale_factor=scale_factor, image_token_id=tok.convert_tokens_to_ids("<image>"), pad_token_id=tok.pad_token_id,
+        scale_factor=scale_factor,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(0)
     Idefics3ForConditionalGeneration(config).save_pretrained(out)
@@ -86,16 +104,32 @@ def tiny_llava(out: Path, image_size: int = 64, patch_size: int = 8) -> Path:
     )
 
     tok = _tokenizer(["<image>", "<end_of_utterance>"])
-    images = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-    processor = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch_size,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=CHAT_TEMPLATE)
+    images = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=images,
+        tokenizer=tok,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
     config = LlavaConfig(
-        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": image_size,
-                       "patch_size": patch_size, "projection_dim": 32},
-        text_config=_llama(tok), image_token_id=tok.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
+        vision_config={
+            "model_type": "clip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "projection_dim": 32,
+        },
+        text_config=_llama(tok),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
     )
     torch.manual_seed(0)
     LlavaForConditionalGeneration(config).save_pretrained(out)

@@ -14,9 +14,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Iterator
 
 #: Prefix of temporary files; anything starting with it is an unfinished write.
 TMP_PREFIX = ".tmp-"

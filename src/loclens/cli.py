@@ -52,7 +52,9 @@ def cmd_download(args) -> int:
     from .download import download
 
     record = download(args.what, Path(args.out), revision=args.revision, url=args.url, timeout=args.timeout)
-    print(f"{args.what}: {record['origin']} -> {args.out} ({len(record['files'])} files, checksums in {args.out}/loclens-download.json)")
+    print(
+        f"{args.what}: {record['origin']} -> {args.out} ({len(record['files'])} files, checksums in {args.out}/loclens-download.json)"
+    )
     return 0
 
 
@@ -79,8 +81,17 @@ def cmd_segment(args) -> int:
         cfg["checkpoint"] = str(checkpoints.require(path, args.segmenter, cfg, args.resources))
     context, _ = _mask_caches(args.context_masks)
     stats = segment_job(
-        read_plan(args.plan), args.shard, args.records, args.segmenter, cfg, args.out, device=args.device,
-        context_masks=context, workers=args.workers, threads=args.threads, set_torch_threads=True,
+        read_plan(args.plan),
+        args.shard,
+        args.records,
+        args.segmenter,
+        cfg,
+        args.out,
+        device=args.device,
+        context_masks=context,
+        workers=args.workers,
+        threads=args.threads,
+        set_torch_threads=True,
     )
     print(json.dumps({"shard": args.shard, **stats}))
     return 0
@@ -108,6 +119,7 @@ def cmd_fetch_checkpoint(args) -> int:
             checkpoints.require(weights.path, name, cfg, config["resources"])
             print(f"segment.{name}: local checkpoint {weights.path}")
         else:
+            assert weights.spec is not None and weights.path is not None  # a download has both
             print(f"segment.{name}: {weights.path} sha256 {checkpoints.fetch(weights.spec, weights.path)}")
     return 0
 
@@ -165,8 +177,14 @@ def cmd_publish(args) -> int:
     from .release.publish import publish
 
     plan, record = publish(
-        args.release, args.repo, revision=args.revision, private=not args.public, dry_run=args.dry_run,
-        message=args.message, record_path=args.record, validation_report=args.validation,
+        args.release,
+        args.repo,
+        revision=args.revision,
+        private=not args.public,
+        dry_run=args.dry_run,
+        message=args.message,
+        record_path=args.record,
+        validation_report=args.validation,
         compare_remote=args.compare_remote,
     )
     print(plan.text())
@@ -226,8 +244,16 @@ def cmd_train(args) -> int:
     nproc = args.nproc_per_node or settings["nproc_per_node"]
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         # Relaunch this very command under torchrun, one process per GPU (or CPU slot).
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "loclens.cli", *sys.argv[1:]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+            "-m",
+            "loclens.cli",
+            *sys.argv[1:],
+        ]
         return subprocess.call(cmd)
     from .train import train
 
@@ -237,8 +263,17 @@ def cmd_train(args) -> int:
     result = train(settings, args.phase, release, args.out, init=args.init)
     if result["rank"] == 0:
         losses = result["losses"]
-        print(json.dumps({"phase": args.phase, "steps": result["steps"], "first_loss": losses[0] if losses else None,
-                          "last_loss": losses[-1] if losses else None, "out": str(args.out)}))
+        print(
+            json.dumps(
+                {
+                    "phase": args.phase,
+                    "steps": result["steps"],
+                    "first_loss": losses[0] if losses else None,
+                    "last_loss": losses[-1] if losses else None,
+                    "out": str(args.out),
+                }
+            )
+        )
     return 0
 
 
@@ -343,7 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="model weights (default: from the settings, see `fetch-checkpoint`)")
     p.add_argument("--resources", default="resources", help="folder holding checkpoints/ (default: resources)")
     p.add_argument("--context-masks", action="append", help="SEGMENTER=cache1,cache2: masks prompt sources may read")
-    p.add_argument("--threads", type=int, help="cores of this job (default: the CPUs this process may use, e.g. SLURM's cpus_per_task)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="cores of this job (default: the CPUs this process may use, e.g. SLURM's cpus_per_task)",
+    )
     p.add_argument("--workers", type=int, help="loader processes (default: from --threads; 0: none)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_segment)
@@ -364,8 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--config-hash", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--release-dir", help="folder of the plan's shard files (default: two levels above --out), "
-                   "where the shards this one copies views from (the plan's views_from) are")
+    p.add_argument(
+        "--release-dir",
+        help="folder of the plan's shard files (default: two levels above --out), "
+        "where the shards this one copies views from (the plan's views_from) are",
+    )
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("release", help="write the manifest and dataset card of a release")
@@ -401,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", help="JSON record of the push (commit id, files); read by later dry runs")
     p.add_argument("--validation", help="a passing `loclens validate --report` of this release (skips the row scan)")
     p.set_defaults(func=cmd_publish)
-    p = sub.add_parser("evaluate", help="answer a release's test questions with a trained model; write predictions and metrics")
+    p = sub.add_parser(
+        "evaluate", help="answer a release's test questions with a trained model; write predictions and metrics"
+    )
     p.add_argument("--release", required=True, help="release folder (with manifest.json)")
     p.add_argument("--datasets", nargs="+", required=True)
     p.add_argument("--checkpoint", required=True, help="trained model (the phase-2 checkpoint)")
@@ -437,12 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompts", type=int, help="override segment.medsam.max_prompts")
     p.add_argument("--repeats", type=int, default=3, help="rounds of the micro-benchmarks (best is kept)")
     p.add_argument("--box-images", type=int, default=4, help="images of the box-decoding micro-benchmark")
-    p.add_argument("--encoder-batches", type=_int_list, help="encoder batch sizes the box stage compares (default: the device's list in loclens.bench.stages.ENCODER_BATCHES_TRIED)")
+    p.add_argument(
+        "--encoder-batches",
+        type=_int_list,
+        help="encoder batch sizes the box stage compares (default: the device's list in loclens.bench.stages.ENCODER_BATCHES_TRIED)",
+    )
     p.add_argument("--train-samples", type=int, default=32, help="samples the training reader is timed on")
     p.add_argument("--scale-images", type=_int_list, help="e.g. 8,32,64: cost and peak memory vs number of images")
     p.add_argument("--scale-sides", type=_int_list, help="e.g. 256,512,1024,2048: cost vs longest image side")
-    p.add_argument("--model", help="null:ENC[+DEC]: replace the box-prompted models by a stand-in of fixed latency "
-                   "(ms per image for the encoder, per call for the decoder) and measure whether the pipeline keeps up")
+    p.add_argument(
+        "--model",
+        help="null:ENC[+DEC]: replace the box-prompted models by a stand-in of fixed latency "
+        "(ms per image for the encoder, per call for the decoder) and measure whether the pipeline keeps up",
+    )
     p.add_argument("--workers", type=_int_list, help="with --model: worker process counts to compare (default: 0,1,2)")
     p.add_argument("--workdir", help="keep the bench files here (default: a temporary folder, removed)")
     p.add_argument("--json", help="also write the full report as JSON to this file")

@@ -97,7 +97,9 @@ def validate_settings(settings: dict, section: str, command: str, shared: tuple[
     for key in shared:
         sch.setdefault("properties", {})[key] = section_schema(f"{parent}.{key}")
     if not isinstance(settings, dict):
-        raise ConfigError(f"loclens {command} --settings: must be a JSON object (the {section} section), got {type(settings).__name__}")
+        raise ConfigError(
+            f"loclens {command} --settings: must be a JSON object (the {section} section), got {type(settings).__name__}"
+        )
     settings = copy.deepcopy(settings)
     _fill_and_check(settings, sch, f"loclens {command} --settings ({section} section)", prefix=section)
     return settings

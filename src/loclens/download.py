@@ -139,7 +139,7 @@ def by_hand(what: str, dest: Path) -> dict[str, str]:
             "put": f"{dest / VQA_RAD_ZIP} (or its '{VQA_RAD_JSON}' and '{VQA_RAD_IMAGES}/' in {dest}/)",
         }
     if what.startswith("hub:"):
-        repo = what[len("hub:"):]
+        repo = what[len("hub:") :]
         return {
             "get": f"{repo}: the dataset repository's Parquet files",
             "url": f"{constants.ENDPOINT}/datasets/{repo}",
@@ -201,7 +201,9 @@ def download_slake(dest: Path, revision: str | None = None, timeout: float = 30.
     else:
         origin["revision"] = _hub_snapshot(SLAKE_REPO, dest, revision, timeout, slake_instructions(dest))
         if not _slake_present(dest):
-            raise DownloadError(f"{dest}: the download of {SLAKE_REPO} lacks SLAKE's files.\n{slake_instructions(dest)}")
+            raise DownloadError(
+                f"{dest}: the download of {SLAKE_REPO} lacks SLAKE's files.\n{slake_instructions(dest)}"
+            )
     if (dest / "imgs.zip").is_file():
         safe_extract(dest / "imgs.zip", dest)
     if not (dest / "imgs").is_dir():
@@ -212,7 +214,9 @@ def download_slake(dest: Path, revision: str | None = None, timeout: float = 30.
 def _place_vqa_rad(unpacked: Path, dest: Path) -> None:
     found = sorted(unpacked.rglob(VQA_RAD_JSON))
     if not found or not (found[0].parent / VQA_RAD_IMAGES).is_dir():
-        raise DownloadError(f"{dest / VQA_RAD_ZIP}: holds no '{VQA_RAD_JSON}' beside '{VQA_RAD_IMAGES}/'\n{vqa_rad_instructions(dest)}")
+        raise DownloadError(
+            f"{dest / VQA_RAD_ZIP}: holds no '{VQA_RAD_JSON}' beside '{VQA_RAD_IMAGES}/'\n{vqa_rad_instructions(dest)}"
+        )
     for name in (VQA_RAD_JSON, VQA_RAD_IMAGES):
         (found[0].parent / name).replace(dest / name)
 
@@ -269,7 +273,7 @@ def download(what: str, dest, revision: str | None = None, url: str | None = Non
     elif what == "vqa_rad":
         origin = download_vqa_rad(dest, url, timeout)
     elif what.startswith("hub:") and what.count("/") == 1:
-        origin = download_hub(what[len("hub:"):], dest, revision, timeout)
+        origin = download_hub(what[len("hub:") :], dest, revision, timeout)
     else:
         raise _unknown(what)
     record = {**origin, "loclens_version": package_version(), "files": checksums(dest)}

@@ -184,7 +184,9 @@ def write_records(path, rows: list[dict]) -> None:
     """Write records.jsonl (the release rows the segment and render stages read)."""
     for row in rows:
         if set(row) != RECORD_KEYS:
-            raise PlanError(f"{path}: a record of {row.get('image_id')!r} has keys {sorted(row)}, not {sorted(RECORD_KEYS)}")
+            raise PlanError(
+                f"{path}: a record of {row.get('image_id')!r} has keys {sorted(row)}, not {sorted(RECORD_KEYS)}"
+            )
     write_jsonl(path, rows)
 
 
@@ -202,7 +204,8 @@ def shard_rows(records_path, image_ids: list[str] | None = None, split: str | No
     """Rows of ``records.jsonl`` restricted to a shard's images (and split)."""
     wanted = None if image_ids is None else set(image_ids)
     return [
-        r for r in read_records(records_path)
+        r
+        for r in read_records(records_path)
         if (wanted is None or r["image_id"] in wanted) and (split is None or r["split"] == split)
     ]
 
@@ -216,4 +219,18 @@ def check_accounting(plan: Plan) -> None:
         )
 
 
-__all__ = ["run_ingest", "ensure_sample", "source_root", "download_origin", "unpack_dir", "make_plan", "shard_name", "shard_rows", "read_jsonl", "read_records", "write_records", "RECORD_KEYS", "check_accounting"]
+__all__ = [
+    "run_ingest",
+    "ensure_sample",
+    "source_root",
+    "download_origin",
+    "unpack_dir",
+    "make_plan",
+    "shard_name",
+    "shard_rows",
+    "read_jsonl",
+    "read_records",
+    "write_records",
+    "RECORD_KEYS",
+    "check_accounting",
+]

@@ -105,12 +105,18 @@ def _multicolor_colours(palette, n_masks: int) -> np.ndarray:
     return np.vstack([np.zeros((1, 3), np.float32), pal[np.arange(n_masks) % len(pal)]])
 
 
-def unicolor(image: np.ndarray, labels: np.ndarray, alpha: float, colour, outside: str, grey: bool | None = None) -> np.ndarray:
+def unicolor(
+    image: np.ndarray, labels: np.ndarray, alpha: float, colour, outside: str, grey: bool | None = None
+) -> np.ndarray:
     return apply_tables(image, labels, blend_tables(_unicolor_colours(colour, int(labels.max())), alpha, outside), grey)
 
 
-def multicolor(image: np.ndarray, labels: np.ndarray, alpha: float, palette, outside: str, grey: bool | None = None) -> np.ndarray:
-    return apply_tables(image, labels, blend_tables(_multicolor_colours(palette, int(labels.max())), alpha, outside), grey)
+def multicolor(
+    image: np.ndarray, labels: np.ndarray, alpha: float, palette, outside: str, grey: bool | None = None
+) -> np.ndarray:
+    return apply_tables(
+        image, labels, blend_tables(_multicolor_colours(palette, int(labels.max())), alpha, outside), grey
+    )
 
 
 def masked(image: np.ndarray, union: np.ndarray) -> np.ndarray:
@@ -182,5 +188,8 @@ def blend_views(image: np.ndarray, labels: np.ndarray, alpha: float, cfg: dict) 
     grey = is_grey(image)
     n_masks = int(labels.max())
     index = _table_index(image, labels, grey)  # one index for both views
-    colours = {"unicolor": _unicolor_colours(cfg["unicolor"], n_masks), "multicolor": _multicolor_colours(cfg["palette"], n_masks)}
+    colours = {
+        "unicolor": _unicolor_colours(cfg["unicolor"], n_masks),
+        "multicolor": _multicolor_colours(cfg["palette"], n_masks),
+    }
     return {kind: _lookup(image, index, blend_tables(c, alpha, cfg["outside"]), grey) for kind, c in colours.items()}

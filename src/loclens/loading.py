@@ -44,8 +44,15 @@ def _pick(manifest: dict, dataset: str | None, split: str | None, where: str) ->
     return dataset
 
 
-def load(path_or_repo, dataset: str | None = None, split: str | None = None, *, streaming: bool = False,
-         revision: str | None = None, **kwargs):
+def load(
+    path_or_repo,
+    dataset: str | None = None,
+    split: str | None = None,
+    *,
+    streaming: bool = False,
+    revision: str | None = None,
+    **kwargs,
+):
     """Rows of one dataset (config) of a release.
 
     ``path_or_repo``: a local release folder (with ``manifest.json``) or a Hub dataset repo id.

@@ -44,24 +44,46 @@ ORGANS = (
 #: where, on which side or in which part something is.
 KEYWORD_RULES: tuple[tuple[str, str, re.Pattern], ...] = (
     ("where", POSITIONING, re.compile(r"\bwhere\b")),
-    ("which-part", POSITIONING, re.compile(
-        r"\b(?:which|what) (?:\w+ )?(?:side|lobes?|lungs?|kidneys?|hemithorax|hemisphere|direction|part|region|"
-        r"quadrant|segment|level|half|location|area|distribution)\b")),
-    ("left-right", POSITIONING, re.compile(
-        r"\b(?:left|right)[- ]sided\b|\bon the (?:left|right)\b|\b(?:left|right) or (?:left|right)\b|\binside or outside\b")),
+    (
+        "which-part",
+        POSITIONING,
+        re.compile(
+            r"\b(?:which|what) (?:\w+ )?(?:side|lobes?|lungs?|kidneys?|hemithorax|hemisphere|direction|part|region|"
+            r"quadrant|segment|level|half|location|area|distribution)\b"
+        ),
+    ),
+    (
+        "left-right",
+        POSITIONING,
+        re.compile(
+            r"\b(?:left|right)[- ]sided\b|\bon the (?:left|right)\b|\b(?:left|right) or (?:left|right)\b|\binside or outside\b"
+        ),
+    ),
     ("located", POSITIONING, re.compile(r"\b(?:locat(?:ed|ions?)|position(?:ed)?|situated|lateralit(?:y|ies))\b")),
-    ("body-region", ANATOMICAL, re.compile(
-        r"\b(?:organs?|organ system|anatom(?:y|ical|ic) (?:structure|region)|body part|part of the body|body region)\b"
-        r"|\bis this (?:an? )?(?:image |film |scan |x-?ray |ct |mri )?(?:of )?(?:the )?(?:chest|abdomen|head|brain|pelvis|neck)\b")),
+    (
+        "body-region",
+        ANATOMICAL,
+        re.compile(
+            r"\b(?:organs?|organ system|anatom(?:y|ical|ic) (?:structure|region)|body part|part of the body|body region)\b"
+            r"|\bis this (?:an? )?(?:image |film |scan |x-?ray |ct |mri )?(?:of )?(?:the )?(?:chest|abdomen|head|brain|pelvis|neck)\b"
+        ),
+    ),
     ("presence", ANATOMICAL, re.compile(r"^(?:is|are) there\b|\b(?:present|evidence of|visuali[sz]ed)\b")),
-    ("organ-presence", ANATOMICAL, re.compile(
-        rf"\b(?:is|are|does|do|can)\b.*\b(?:{ORGANS})\b.*\b(?:seen|visible|shown|included|identified|"
-        rf"appear|depicted|imaged|in (?:this|the) (?:image|picture|scan|film))\b"
-        rf"|\b(?:does|do) (?:this|the) (?:image|picture|scan|film) (?:show|contain|include|depict)\b.*\b(?:{ORGANS})\b")),
+    (
+        "organ-presence",
+        ANATOMICAL,
+        re.compile(
+            rf"\b(?:is|are|does|do|can)\b.*\b(?:{ORGANS})\b.*\b(?:seen|visible|shown|included|identified|"
+            rf"appear|depicted|imaged|in (?:this|the) (?:image|picture|scan|film))\b"
+            rf"|\b(?:does|do) (?:this|the) (?:image|picture|scan|film) (?:show|contain|include|depict)\b.*\b(?:{ORGANS})\b"
+        ),
+    ),
 )
 
 
-def tag_question(question: str, question_type: list[str], lang: str, vocabulary: str | None) -> tuple[list[str], str | None]:
+def tag_question(
+    question: str, question_type: list[str], lang: str, vocabulary: str | None
+) -> tuple[list[str], str | None]:
     """(tags in LOCALIZATION_TAGS order, rule that fired or None)."""
     if vocabulary is not None and question_type:
         table = METADATA_TAGS[vocabulary]
@@ -103,4 +125,14 @@ def count_rules(rows: list[dict]) -> dict[str, int]:
     return dict(sorted(c.items()))
 
 
-__all__ = ["ANATOMICAL", "POSITIONING", "LOCALIZATION_TAGS", "METADATA_TAGS", "KEYWORD_RULES", "tag_question", "tag_qa", "count_tags", "count_rules"]
+__all__ = [
+    "ANATOMICAL",
+    "POSITIONING",
+    "LOCALIZATION_TAGS",
+    "METADATA_TAGS",
+    "KEYWORD_RULES",
+    "tag_question",
+    "tag_qa",
+    "count_tags",
+    "count_rules",
+]

@@ -144,4 +144,16 @@ def write_plan(path: str | Path, plan: Plan) -> None:
     write_json(path, plan.to_dict())
 
 
-__all__ = ["MASK_CACHE", "MASK_CACHE_GLOB", "PLAN_FILE", "RECORDS_FILE", "REJECTS_FILE", "Plan", "PlanError", "ReleaseShard", "mask_cache_name", "read_plan", "write_plan"]
+__all__ = [
+    "MASK_CACHE",
+    "MASK_CACHE_GLOB",
+    "PLAN_FILE",
+    "RECORDS_FILE",
+    "REJECTS_FILE",
+    "Plan",
+    "PlanError",
+    "ReleaseShard",
+    "mask_cache_name",
+    "read_plan",
+    "write_plan",
+]

@@ -11,8 +11,6 @@ naming each file, where to get it and where to put it.
 
 from __future__ import annotations
 
-from .errors import LoclensError
-
 import socket
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +19,7 @@ from urllib.parse import urlparse
 
 from .config import dataset_source
 from .download import by_hand, offline, present
+from .errors import LoclensError
 from .ingest import download_origin, downloaded_into_resources, source_root
 from .segment import checkpoints as ckpt
 from .sources import source_spec
@@ -89,12 +88,14 @@ def _missing_checkpoint(segmenter: str, cfg: dict, resources: str) -> Missing | 
         weights = ckpt.weights(segmenter, cfg, resources)
     except ckpt.CheckpointError:  # neither a checkpoint nor a known download
         return Missing(key, f"{model}: {manual}", f"any path, then set {key}.checkpoint to it")
-    if weights.kind == ckpt.PACKAGED:
+    if weights.kind == ckpt.PACKAGED or weights.path is None:
         return None
     if weights.kind == ckpt.LOCAL:
         known = f"{ckpt.spec_filename(spec)} from {_spec_url(spec)} (sha256 {spec['sha256']})" if spec else manual
-        return None if weights.path.exists() else Missing(key, f"{model}: {known}", f"{weights.path} ({key}.checkpoint)")
-    if weights.path.is_file():
+        return (
+            None if weights.path.exists() else Missing(key, f"{model}: {known}", f"{weights.path} ({key}.checkpoint)")
+        )
+    if weights.path.is_file() or spec is None:
         return None
     return Missing(key, f"{model} {weights.path.name} (sha256 {spec['sha256']})", str(weights.path), _spec_url(spec))
 

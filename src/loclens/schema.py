@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: the workflow reads this module without pyarrow's cost
+    import pyarrow as pa
 
 #: Segmenter families that produce lens views. ``sam`` is SAM in automatic mode (coarse,
 #: generic); ``medsam`` is MedSAM / LiteMedSAM prompted with boxes (precise, medical).
@@ -31,6 +35,7 @@ IMAGE_COLUMNS = ("image",) + VIEW_COLUMNS
 ANSWER_TYPES = ("open", "closed")
 #: The paper's localization question categories (tags in the ``qa`` column).
 LOCALIZATION_TAGS = ("anatomical", "positioning")
+
 
 @functools.cache
 def _schemas() -> dict:
@@ -129,7 +134,7 @@ def __getattr__(name: str):
 UNCOMPRESSED_COLUMNS = IMAGE_COLUMNS
 
 
-def arrow_schema() -> "pa.Schema":  # noqa: F821
+def arrow_schema() -> pa.Schema:
     """Arrow schema of a release shard, with the ``datasets.Features`` in its metadata so that
     ``datasets`` and the Hub viewer decode the image columns as images."""
     features = _schemas()["FEATURES"]

@@ -14,8 +14,9 @@ from .ingest import shard_rows
 from .plan import Plan, ReleaseShard
 
 
-def segment_job(plan: Plan, shard: int, records: str | Path, segmenter: str, settings: dict, out: str | Path,
-                **options) -> dict:
+def segment_job(
+    plan: Plan, shard: int, records: str | Path, segmenter: str, settings: dict, out: str | Path, **options
+) -> dict:
     """Segment the images of the plan's segment shard ``shard`` into the mask cache ``out``;
     ``options`` go to ``segment.run.run_segment_shard`` (device, context masks, workers...)."""
     from .segment.run import run_segment_shard
@@ -48,9 +49,18 @@ class RenderedShard:
     copied: frozenset[str]
 
 
-def render_job(shard: ReleaseShard, records: str | Path, caches: dict, infos: list[dict], render_settings: dict,
-               seed: int, config_hash: str, release_dir: str | Path, out: str | Path | None = None,
-               wrap: Callable[[Iterator[dict]], Iterator[dict]] | None = None) -> RenderedShard:
+def render_job(
+    shard: ReleaseShard,
+    records: str | Path,
+    caches: dict,
+    infos: list[dict],
+    render_settings: dict,
+    seed: int,
+    config_hash: str,
+    release_dir: str | Path,
+    out: str | Path | None = None,
+    wrap: Callable[[Iterator[dict]], Iterator[dict]] | None = None,
+) -> RenderedShard:
     """Render one release shard of the plan into ``out`` (default: its place in ``release_dir``).
     The views of images an earlier shard renders are copied from that shard (``views_from``,
     relative to ``release_dir``). ``wrap`` sees the rows on their way to the writer (the

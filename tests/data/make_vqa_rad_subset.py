@@ -37,17 +37,17 @@ IMAGES = {
     "synpic31248.jpg": "CHEST 1024x850, train records only",
     "synpic47737.jpg": "HEAD 296x336",
     # HEAD
-    "synpic54610.jpg": "566x555; its first record has qid \"0\" as a string",
-    "synpic35191.jpg": "960x720; both answer_type \"CLOSED \" (trailing space) records",
-    "synpic46720.jpg": "263x324; question_type typo \"Other\"",
+    "synpic54610.jpg": '566x555; its first record has qid "0" as a string',
+    "synpic35191.jpg": '960x720; both answer_type "CLOSED " (trailing space) records',
+    "synpic46720.jpg": '263x324; question_type typo "Other"',
     "synpic59536.jpg": "256x256, the smallest size in the release",
     "synpic23631.jpg": "910x1138, head image taller than 1024",
     # CHEST
     "synpic100132.jpg": "2321x1384, the largest image in the release; train records only",
     "synpic100176.jpg": "1024x1024; records in both official splits (with 100132, the first two names: "
-                        "what `loclens bench --n-images 2` takes)",
+    "what `loclens bench --n-images 2` takes)",
     "synpic15006.jpg": "1024x842, the release's second commonest size",
-    "synpic18461.jpg": "1024x1023; question_type typo \"ATRIB\"",
+    "synpic18461.jpg": '1024x1023; question_type typo "ATRIB"',
     "synpic53228.jpg": "1024x984; two answers that are JSON integers",
     "synpic25587.jpg": "1024x842; comma-joined multi-label question_type, test records",
     "synpic44865.jpg": "1024x1500, the tallest image in the release",
@@ -55,7 +55,7 @@ IMAGES = {
     "synpic22791.jpg": "512x512; an answer that is a JSON integer",
     "synpic28569.jpg": "512x512; an answer that is a JSON integer",
     "synpic45162.jpg": "512x512; an answer that is a JSON integer",
-    "synpic23008.jpg": "1009x1200; question_type typo \"PRSE\"",
+    "synpic23008.jpg": '1009x1200; question_type typo "PRSE"',
     "synpic27198.jpg": "1024x1170; multi-label question_type, test records",
     "synpic28718.jpg": "1024x1286, abdominal CT taller than 1024",
     # no QA record

@@ -83,7 +83,16 @@ def steps_stage(spec: dict) -> dict:
             t, _ = _best_of(repeats, post, segmenter, masks, scores, prompts, size)
             add("post_pipeline", t)  # the runner's own post-processing of device masks
             counts = runner.device_rle_counts(masks, size)
-            t, _ = _best_of(repeats, runner.entries_from_counts, segmenter, counts, host_scores, prompts, tuple(masks.shape[1:]), size)
+            t, _ = _best_of(
+                repeats,
+                runner.entries_from_counts,
+                segmenter,
+                counts,
+                host_scores,
+                prompts,
+                tuple(masks.shape[1:]),
+                size,
+            )
             add("post_entries_from_counts", t)  # its host part on a GPU: run lengths -> COCO RLE -> entries
         masks_n += len(entries)
     n = len(rows)

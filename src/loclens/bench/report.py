@@ -28,14 +28,20 @@ def figures(stages: dict, key: str) -> dict | None:
 
 def _target(name: str, value: float, limit: float, below: bool, variant: str | None = None) -> dict:
     met = value < limit if below else value >= limit
-    return {"target": name, "variant": variant, "value": value, "limit": f"{'<' if below else '>='} {limit:g}", "met": bool(met)}
+    return {
+        "target": name,
+        "variant": variant,
+        "value": value,
+        "limit": f"{'<' if below else '>='} {limit:g}",
+        "met": bool(met),
+    }
 
 
 def _primary_segments(stages: dict) -> dict[str, dict]:
     """The segment figures of the variants whose masks fed the render stage."""
     render = figures(stages, "render") or {}
     out = {}
-    for family, variant in render.get("caches", {}).items():
+    for variant in render.get("caches", {}).values():
         for key, r in stages.items():
             if key.startswith("segment ") and ok(r) and key.split(" ", 1)[1].replace("/", "-") == variant:
                 out[key.split(" ", 1)[1]] = r["figures"]
@@ -62,7 +68,16 @@ def memory_growth(scale_runs: list[dict]) -> list[dict]:
         if not (ok(r) and ok(r2)):
             continue
         a, b = r["memory"]["peak_rss_mb"], r2["memory"]["peak_rss_mb"]
-        rows.append({"stage": key, "n_from": first["n_images"], "n_to": last["n_images"], "peak_from_mb": a, "peak_to_mb": b, "growth": (b - a) / a})
+        rows.append(
+            {
+                "stage": key,
+                "n_from": first["n_images"],
+                "n_to": last["n_images"],
+                "peak_from_mb": a,
+                "peak_to_mb": b,
+                "growth": (b - a) / a,
+            }
+        )
     return rows
 
 
@@ -73,15 +88,40 @@ def derive(report: dict) -> dict:
         f = r.get("figures") if ok(r) else None
         if key.startswith("boxes ") and f and "batched_8_vs_1_prompt" in f:
             v = key.split(" ", 1)[1]
-            targets.append(_target("decoder: 8 prompts batched vs 1 prompt", f["batched_8_vs_1_prompt"], BATCHED_DECODE_LIMIT, True, v))
-            targets.append(_target("image: encode + 8 prompts vs encode + 1 prompt", f["image_8_vs_1_prompt"], BATCHED_DECODE_LIMIT, True, v))
+            targets.append(
+                _target(
+                    "decoder: 8 prompts batched vs 1 prompt", f["batched_8_vs_1_prompt"], BATCHED_DECODE_LIMIT, True, v
+                )
+            )
+            targets.append(
+                _target(
+                    "image: encode + 8 prompts vs encode + 1 prompt",
+                    f["image_8_vs_1_prompt"],
+                    BATCHED_DECODE_LIMIT,
+                    True,
+                    v,
+                )
+            )
     summary = {}
     for key, r in stages.items():
         f = r.get("figures") if ok(r) else None
-        if key.startswith("segment ") and f and str(f.get("device", "")).startswith("cuda") and "model_bound_fraction" in f:
+        if (
+            key.startswith("segment ")
+            and f
+            and str(f.get("device", "")).startswith("cuda")
+            and "model_bound_fraction" in f
+        ):
             v = key.split(" ", 1)[1]
             limit = GPU_MODEL_BOUND_LIMIT.get(v.split("/")[0], 0.8)
-            targets.append(_target("GPU: segment rate / model-bound rate (encoder + decoder alone)", f["model_bound_fraction"], limit, False, v))
+            targets.append(
+                _target(
+                    "GPU: segment rate / model-bound rate (encoder + decoder alone)",
+                    f["model_bound_fraction"],
+                    limit,
+                    False,
+                    v,
+                )
+            )
     primary = _primary_segments(stages)
     ingest, render, release = figures(stages, "ingest"), figures(stages, "render"), figures(stages, "release")
     if primary and ingest and render:
@@ -91,7 +131,15 @@ def derive(report: dict) -> dict:
         summary["model_seconds"] = model
         summary["pipeline_own_seconds"] = own
         summary["pipeline_own_share"] = own / model
-        targets.append(_target("pipeline's own work (ingest, decode, prompts, RLE, render, Parquet, card) / model time", own / model, PIPELINE_SHARE_LIMIT, True, "+".join(primary)))
+        targets.append(
+            _target(
+                "pipeline's own work (ingest, decode, prompts, RLE, render, Parquet, card) / model time",
+                own / model,
+                PIPELINE_SHARE_LIMIT,
+                True,
+                "+".join(primary),
+            )
+        )
     for key, r in stages.items():
         f = r.get("figures") if ok(r) else None
         if key.startswith("naive ") and f and render:
@@ -100,12 +148,30 @@ def derive(report: dict) -> dict:
             if ours:
                 speedup = f["seconds"] / (ours["seconds"] + render["seconds"])
                 summary[f"naive_speedup {v}"] = speedup
-                targets.append(_target("speed-up over the naive mode (segment + render)", speedup, NAIVE_SPEEDUP_LIMIT, False, v))
+                targets.append(
+                    _target("speed-up over the naive mode (segment + render)", speedup, NAIVE_SPEEDUP_LIMIT, False, v)
+                )
                 if str(ours.get("device", "")).startswith("cuda"):
-                    targets.append(_target("GPU: speed-up over the naive mode (segment + render)", speedup, GPU_NAIVE_SPEEDUP_LIMIT, False, v))
+                    targets.append(
+                        _target(
+                            "GPU: speed-up over the naive mode (segment + render)",
+                            speedup,
+                            GPU_NAIVE_SPEEDUP_LIMIT,
+                            False,
+                            v,
+                        )
+                    )
     growth = memory_growth(report.get("scaling", {}).get("images", []))
     for g in growth:
-        targets.append(_target(f"peak RSS growth {g['n_from']} -> {g['n_to']} images", g["growth"], MEMORY_GROWTH_LIMIT, True, g["stage"]))
+        targets.append(
+            _target(
+                f"peak RSS growth {g['n_from']} -> {g['n_to']} images",
+                g["growth"],
+                MEMORY_GROWTH_LIMIT,
+                True,
+                g["stage"],
+            )
+        )
     return {"summary": summary, "targets": targets}
 
 
@@ -144,21 +210,56 @@ def _stage_rows(stages: dict) -> list[list]:
         if kind == "ingest":
             rows.append([key, f["images_per_s"], f["s_per_image"], "read, sha256, full decode"])
         elif kind == "segment":
-            rows.append([key, f["images_per_s"], f["s_per_image"],
-                         f"encoder {num(f['encoder_s_per_image'])} + decoder {num(f['decoder_s_per_image'])} + other "
-                         f"{num(f['other_s_per_image'])} s/img; load {num(f['model_load_s'])} s; {num(f['masks_per_image'])} masks/img; "
-                         f"{num(f.get('model_bound_fraction'))} of the model-bound {num(f.get('model_bound_images_per_s'))} img/s"])
+            rows.append(
+                [
+                    key,
+                    f["images_per_s"],
+                    f["s_per_image"],
+                    f"encoder {num(f['encoder_s_per_image'])} + decoder {num(f['decoder_s_per_image'])} + other "
+                    f"{num(f['other_s_per_image'])} s/img; load {num(f['model_load_s'])} s; {num(f['masks_per_image'])} masks/img; "
+                    f"{num(f.get('model_bound_fraction'))} of the model-bound {num(f.get('model_bound_images_per_s'))} img/s",
+                ]
+            )
         elif kind == "naive":
-            rows.append([key, f["images_per_s"], f["s_per_image"],
-                         f"segment {num(f['segment_seconds'] / f['images'])} + render {num(f['render_seconds'] / f['images'])} s/img (PNG files)"])
+            rows.append(
+                [
+                    key,
+                    f["images_per_s"],
+                    f["s_per_image"],
+                    f"segment {num(f['segment_seconds'] / f['images'])} + render {num(f['render_seconds'] / f['images'])} s/img (PNG files)",
+                ]
+            )
         elif kind == "render":
-            rows.append([key, 1 / f["render_s_per_row"], f["render_s_per_row"], f"render {num(f['render_mpix_per_s'])} Mpix/s; stage {num(f['s_per_row'])} s/row incl. Parquet; "
-                         f"{f.get('rows_with_copied_views', 0)} of {f['rows']} rows copy views rendered for another split"])
-            rows.append(["parquet write (render stage)", "", "", f"{num(f['write_mb_per_s'])} MB/s, {num(f['release_mb'])} MB"])
+            rows.append(
+                [
+                    key,
+                    1 / f["render_s_per_row"],
+                    f["render_s_per_row"],
+                    f"render {num(f['render_mpix_per_s'])} Mpix/s; stage {num(f['s_per_row'])} s/row incl. Parquet; "
+                    f"{f.get('rows_with_copied_views', 0)} of {f['rows']} rows copy views rendered for another split",
+                ]
+            )
+            rows.append(
+                ["parquet write (render stage)", "", "", f"{num(f['write_mb_per_s'])} MB/s, {num(f['release_mb'])} MB"]
+            )
         elif kind == "release":
-            rows.append([key, 1 / f["s_per_row"], f["s_per_row"], "dataset card (view counts) + manifest (sha256 of shards), per row"])
+            rows.append(
+                [
+                    key,
+                    1 / f["s_per_row"],
+                    f["s_per_row"],
+                    "dataset card (view counts) + manifest (sha256 of shards), per row",
+                ]
+            )
         elif kind == "parquet":
-            rows.append(["parquet write / read", "", "", f"write {num(f['write_mb_per_s'])} MB/s, read {num(f['read_mb_per_s'])} MB/s (release writer: streamed, atomic; largest shard, best of rounds)"])
+            rows.append(
+                [
+                    "parquet write / read",
+                    "",
+                    "",
+                    f"write {num(f['write_mb_per_s'])} MB/s, read {num(f['read_mb_per_s'])} MB/s (release writer: streamed, atomic; largest shard, best of rounds)",
+                ]
+            )
         elif kind in ("steps", "pipeline"):
             continue  # their own tables below
         elif kind == "train":
@@ -171,7 +272,10 @@ def _stage_rows(stages: dict) -> list[list]:
 
 def _boxes_text(key: str, f: dict) -> list[str]:
     enc = "  ".join(f"batch {b}: {num(s)}" for b, s in f["encoder_s_per_image_by_batch"].items())
-    lines = [f"{key} ({f['images']} images, {f['device']}):", f"  encoder s/image  {enc}  (best batch {f['best_encoder_batch']})"]
+    lines = [
+        f"{key} ({f['images']} images, {f['device']}):",
+        f"  encoder s/image  {enc}  (best batch {f['best_encoder_batch']})",
+    ]
     if "decode_1_prompt_s" in f:
         lines += [
             f"  decode s/image   1 prompt {num(f['decode_1_prompt_s'])}   8 batched {num(f['decode_8_batched_s'])}   "
@@ -199,15 +303,33 @@ STEP_NAMES = {
 def _steps_text(key: str, f: dict) -> list[str]:
     rows = [[STEP_NAMES.get(k, k), v * 1000] for k, v in f["s_per_image"].items()]
     rows.append(["loader total (read + decode + prompts + prepare)", f["loader_s_per_image"] * 1000])
-    return ["", f"{key}: CPU cost per image of each step around the model ({f['images']} images, "
-            f"{num(f['masks_per_image'])} masks/image, one thread, best of rounds):", table(["step", "ms/image"], rows)]
+    return [
+        "",
+        f"{key}: CPU cost per image of each step around the model ({f['images']} images, "
+        f"{num(f['masks_per_image'])} masks/image, one thread, best of rounds):",
+        table(["step", "ms/image"], rows),
+    ]
 
 
 def _pipeline_text(key: str, f: dict) -> list[str]:
-    rows = [[str(r["workers"]), r["images_per_s"], r["model_images_per_s"], r["sustained_fraction"], r["main_cpu_s_per_image"] * 1000,
-             r["seconds"]] for r in f["runs"]]
-    return ["", f"{key}: rate with model {f['model']} (stand-in alone: {num(f['stand_in_images_per_s'])} images/s), device {f['device']}:",
-            table(["workers", "images/s", "model-bound images/s", "sustained", "main process CPU ms/image", "seconds"], rows)]
+    rows = [
+        [
+            str(r["workers"]),
+            r["images_per_s"],
+            r["model_images_per_s"],
+            r["sustained_fraction"],
+            r["main_cpu_s_per_image"] * 1000,
+            r["seconds"],
+        ]
+        for r in f["runs"]
+    ]
+    return [
+        "",
+        f"{key}: rate with model {f['model']} (stand-in alone: {num(f['stand_in_images_per_s'])} images/s), device {f['device']}:",
+        table(
+            ["workers", "images/s", "model-bound images/s", "sustained", "main process CPU ms/image", "seconds"], rows
+        ),
+    ]
 
 
 def _memory_rows(stages: dict) -> list[list]:
@@ -242,11 +364,17 @@ def _scaling_text(scaling: dict) -> list[str]:
     out = []
     headers = ["stage", "s/image (row)", "peak RSS MB", "detail"]
     if scaling.get("images"):
-        out += ["", "cost vs number of images (one segment shard and one release shard per split hold them all):",
-                table(["images"] + headers, _scale_rows(scaling["images"], "n_images"))]
+        out += [
+            "",
+            "cost vs number of images (one segment shard and one release shard per split hold them all):",
+            table(["images"] + headers, _scale_rows(scaling["images"], "n_images")),
+        ]
     if scaling.get("image_size"):
-        out += ["", f"cost vs image size ({scaling['image_size'][0]['n_images']} images resized to the longest side):",
-                table(["longest side px"] + headers, _scale_rows(scaling["image_size"], "max_side"))]
+        out += [
+            "",
+            f"cost vs image size ({scaling['image_size'][0]['n_images']} images resized to the longest side):",
+            table(["longest side px"] + headers, _scale_rows(scaling["image_size"], "max_side")),
+        ]
     return out
 
 
@@ -255,10 +383,19 @@ def coverage_text(cov: dict | None) -> list[str]:
     if not cov or not cov.get("segmenters"):
         return []
     segs = cov["segmenters"]
-    rows = [[region, str(c["images"]), *(f"{c[s]} ({num(100 * c[s] / c['images'])}%)" if c["images"] else "n/a" for s in segs)]
-            for region, c in [*cov["regions"].items(), ("all", cov["all"])]]
-    return ["", "coverage by body region (images with the segmenter's views; from the release manifest):",
-            table(["body region", "images", *(f"{s} views" for s in segs)], rows)]
+    rows = [
+        [
+            region,
+            str(c["images"]),
+            *(f"{c[s]} ({num(100 * c[s] / c['images'])}%)" if c["images"] else "n/a" for s in segs),
+        ]
+        for region, c in [*cov["regions"].items(), ("all", cov["all"])]
+    ]
+    return [
+        "",
+        "coverage by body region (images with the segmenter's views; from the release manifest):",
+        table(["body region", "images", *(f"{s} views" for s in segs)], rows),
+    ]
 
 
 def format_report(report: dict) -> str:
@@ -282,16 +419,26 @@ def format_report(report: dict) -> str:
             lines += _pipeline_text(key, r["figures"])
     pq = figures(stages, "parquet")
     if pq:
-        lines += ["", f"parquet settings ({pq['rows']} rows of the largest shard; best of rounds):",
-                  table(["variant", "MB", "write MB/s", "read MB/s"],
-                        [[k, v["mb"], v["write_mb_per_s"], v["read_mb_per_s"]] for k, v in pq["variants"].items()])]
+        lines += [
+            "",
+            f"parquet settings ({pq['rows']} rows of the largest shard; best of rounds):",
+            table(
+                ["variant", "MB", "write MB/s", "read MB/s"],
+                [[k, v["mb"], v["write_mb_per_s"], v["read_mb_per_s"]] for k, v in pq["variants"].items()],
+            ),
+        ]
     lines += coverage_text((figures(stages, "release") or {}).get("coverage"))
-    lines += ["", "peak memory per stage (each in its own process):",
-              table(["stage", "peak RSS MB", "base RSS MB", "arrow peak MB", "cuda peak MB"], _memory_rows(stages))]
+    lines += [
+        "",
+        "peak memory per stage (each in its own process):",
+        table(["stage", "peak RSS MB", "base RSS MB", "arrow peak MB", "cuda peak MB"], _memory_rows(stages)),
+    ]
     lines += _scaling_text(report.get("scaling", {}))
     if report.get("targets"):
         lines += ["", "targets:"]
         for t in report["targets"]:
             where = f" [{t['variant']}]" if t.get("variant") else ""
-            lines.append(f"  {'MET    ' if t['met'] else 'NOT MET'} {t['target']}{where}: {num(t['value'])} (target {t['limit']})")
+            lines.append(
+                f"  {'MET    ' if t['met'] else 'NOT MET'} {t['target']}{where}: {num(t['value'])} (target {t['limit']})"
+            )
     return "\n".join(lines) + "\n"

@@ -20,7 +20,6 @@ from ..schema import SEGMENTERS
 from .data import make_subset
 from .report import derive
 
-
 #: Folders a bench run writes in its work folder (see stages.py).
 OWN_FOLDERS = ("data", "ingest", "segment", "release", "naive", "parquet", "specs")
 
@@ -76,7 +75,9 @@ def segmenter_variants(selected: list[str] | None) -> list[dict]:
     if selected is not None:
         unknown = set(selected) - {v["name"] for v in out} - {v["family"] for v in out}
         if unknown:
-            raise ValueError(f"--segmenters: unknown {sorted(unknown)}; known: {[v['name'] for v in segmenter_variants(None)]}")
+            raise ValueError(
+                f"--segmenters: unknown {sorted(unknown)}; known: {[v['name'] for v in segmenter_variants(None)]}"
+            )
     return out
 
 
@@ -144,8 +145,15 @@ def machine(device: str) -> dict:
 
 
 def _segment_spec(config: dict, opts: BenchOptions, variant: dict, stage: str) -> dict:
-    return {"stage": stage, "config": config, "device": opts.device, "repeats": opts.repeats, "box_images": opts.box_images,
-            "encoder_batches": opts.encoder_batches, **variant}
+    return {
+        "stage": stage,
+        "config": config,
+        "device": opts.device,
+        "repeats": opts.repeats,
+        "box_images": opts.box_images,
+        "encoder_batches": opts.encoder_batches,
+        **variant,
+    }
 
 
 def missing_weights(config: dict, variant: dict) -> str | None:
@@ -184,16 +192,22 @@ def build_stages(opts: BenchOptions, work: Path, config: dict, variants: list[di
         if primary or v["family"] not in caches:
             caches[v["family"]] = v["variant"]
         if full:
-            results[f"boxes {v['name']}"] = run_stage(opts, work, f"boxes {v['name']}", _segment_spec(config, opts, v, "boxes"))
+            results[f"boxes {v['name']}"] = run_stage(
+                opts, work, f"boxes {v['name']}", _segment_spec(config, opts, v, "boxes")
+            )
             if opts.naive:
-                results[f"naive {v['name']}"] = run_stage(opts, work, f"naive {v['name']}", _segment_spec(config, opts, v, "naive"))
+                results[f"naive {v['name']}"] = run_stage(
+                    opts, work, f"naive {v['name']}", _segment_spec(config, opts, v, "naive")
+                )
     if not caches:
         return results
     results["render"] = run_stage(opts, work, "render", {"stage": "render", "config": config, "caches": caches})
     results["release"] = run_stage(opts, work, "release", {"stage": "release", "config": config, "caches": caches})
     if full:
         results["parquet"] = run_stage(opts, work, "parquet", {"stage": "parquet", "repeats": opts.repeats})
-        results["train"] = run_stage(opts, work, "train", {"stage": "train", "config": config, "samples": opts.train_samples})
+        results["train"] = run_stage(
+            opts, work, "train", {"stage": "train", "config": config, "samples": opts.train_samples}
+        )
     return results
 
 
@@ -230,7 +244,9 @@ def scaling(opts: BenchOptions, work: Path, variants: list[dict]) -> dict:
         make_subset(opts.vqa_rad, sub / "data", n_side, max_side=side)
         config = bench_config(opts, sub / "data", sub, per_shard=n_side)
         log(opts, f"scaling: longest side {side} px ({n_side} images)")
-        out["image_size"].append({"max_side": side, "n_images": n_side, "stages": build_stages(opts, sub, config, primary, full=False)})
+        out["image_size"].append(
+            {"max_side": side, "n_images": n_side, "stages": build_stages(opts, sub, config, primary, full=False)}
+        )
     return out
 
 
@@ -256,7 +272,8 @@ def run_bench(opts: BenchOptions) -> dict:
             "n_images": len(names),
             "naive": opts.naive,
             "model": opts.model,
-            "stages": stand_in_stages(opts, work, config, variants) if opts.model
+            "stages": stand_in_stages(opts, work, config, variants)
+            if opts.model
             else build_stages(opts, work, config, variants, full=True),
         }
         if opts.scale_images or opts.scale_sides:

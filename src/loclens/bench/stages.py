@@ -15,10 +15,14 @@ figures are those of a real build.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..plan import MASK_CACHE_GLOB, PLAN_FILE, RECORDS_FILE, Plan, mask_cache_name, read_plan
+
+if TYPE_CHECKING:  # numpy is imported by the stages that use it
+    import numpy as np
 
 DATASET = "vqa_rad"
 
@@ -134,7 +138,9 @@ def segment_stage(spec: dict) -> dict:
     device = spec["device"]
     for k in range(len(plan.segment_shards)):
         t0 = time.perf_counter()
-        stats = segment_job(plan, k, records, spec["family"], segmenter_cfg(spec), out / mask_cache_name(k), device=device)
+        stats = segment_job(
+            plan, k, records, spec["family"], segmenter_cfg(spec), out / mask_cache_name(k), device=device
+        )
         wall += time.perf_counter() - t0
         load += stats["model_load_seconds"]
         enc += stats["encoder"]
@@ -176,7 +182,7 @@ def segment_stage(spec: dict) -> dict:
 ENCODER_BATCHES_TRIED = {"cpu": [1, 2], "cuda": [1, 4, 16, 32]}
 
 
-def _eight_boxes(prompts, shape) -> "np.ndarray":  # noqa: F821
+def _eight_boxes(prompts, shape) -> np.ndarray:
     """Eight real prompt boxes of the image, cycled when it has fewer (a decoder's cost does
     not depend on where a box is); a centred box when the prompt source found none."""
     import numpy as np
@@ -227,7 +233,7 @@ def boxes_stage(spec: dict) -> dict:
         "images": n,
         "encoder_sweep_images": len(sweep),
         "encoder_s_per_image_by_batch": {str(b): s for b, s in best.items()},
-        "best_encoder_batch": min(best, key=best.get),
+        "best_encoder_batch": min(best, key=lambda b: best[b]),
     }
     if getattr(segmenter, "automatic", False) or not hasattr(segmenter, "decode"):
         return figures  # an automatic segmenter has no box prompts to time
@@ -246,9 +252,9 @@ def boxes_stage(spec: dict) -> dict:
         segmenter.decode(enc, bx)  # warm-up for this image size
         t1 = t8 = t8x1 = float("inf")
         for _ in range(repeats):
-            t1 = min(t1, timed(lambda: segmenter.decode(enc, bx[:1])))
-            t8 = min(t8, timed(lambda: segmenter.decode(enc, bx)))
-            t8x1 = min(t8x1, timed(lambda: [segmenter.decode(enc, b[None]) for b in bx]))
+            t1 = min(t1, timed(lambda enc=enc, bx=bx: segmenter.decode(enc, bx[:1])))
+            t8 = min(t8, timed(lambda enc=enc, bx=bx: segmenter.decode(enc, bx)))
+            t8x1 = min(t8x1, timed(lambda enc=enc, bx=bx: [segmenter.decode(enc, b[None]) for b in bx]))
         one, batched, single = one + t1, batched + t8, single + t8x1
     enc1 = best[1] if 1 in best else min(best.values())
     flops_1, flops_8 = (decoder_gflop(segmenter, encoded[0], boxes[0][:k]) for k in (1, 8))
@@ -292,7 +298,10 @@ def render_stage(spec: dict) -> dict:
     config = spec["config"]
     plan, records = plan_and_records(spec)
     caches, infos = open_mask_caches(
-        {family: sorted((work(spec) / "segment" / variant).glob(MASK_CACHE_GLOB)) for family, variant in spec["caches"].items()}
+        {
+            family: sorted((work(spec) / "segment" / variant).glob(MASK_CACHE_GLOB))
+            for family, variant in spec["caches"].items()
+        }
     )
     config_hash = build_hash(config, DATASET)
     release = work(spec) / "release"
@@ -301,7 +310,9 @@ def render_stage(spec: dict) -> dict:
     for shard in plan.release_shards:
         produced = TimedIter()
         t0 = time.perf_counter()
-        done = render_job(shard, records, caches, infos, config["render"], config["seed"], config_hash, release, wrap=produced)
+        done = render_job(
+            shard, records, caches, infos, config["render"], config["seed"], config_hash, release, wrap=produced
+        )
         total_s += time.perf_counter() - t0
         render_s += produced.seconds
         rows_n += done.written
@@ -347,7 +358,9 @@ def parquet_stage(spec: dict) -> dict:
     out.mkdir(exist_ok=True)
 
     def write_table(**options):
-        return lambda p: pq.write_table(pa.Table.from_pylist(rows, schema=schema), p, row_group_size=ROW_GROUP_ROWS, **options)
+        return lambda p: pq.write_table(
+            pa.Table.from_pylist(rows, schema=schema), p, row_group_size=ROW_GROUP_ROWS, **options
+        )
 
     variants = {
         "loclens_settings": write_table(**parquet_options(schema)),
@@ -398,9 +411,14 @@ def release_stage(spec: dict) -> dict:
     seconds = time.perf_counter() - t0
     rows = sum(s["rows"] for d in manifest["datasets"].values() for s in d["splits"].values())
     nbytes = sum(p.stat().st_size for p in release.rglob("*.parquet"))
-    return {"rows": rows, "seconds": seconds, "s_per_row": seconds / rows, "mb_per_s": per(mb(nbytes), seconds),
-            # What the segmenters covered, as the manifest records it (not a timing).
-            "coverage": manifest["datasets"][DATASET].get("coverage")}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "s_per_row": seconds / rows,
+        "mb_per_s": per(mb(nbytes), seconds),
+        # What the segmenters covered, as the manifest records it (not a timing).
+        "coverage": manifest["datasets"][DATASET].get("coverage"),
+    }
 
 
 @stage("train", imports=())
@@ -417,4 +435,7 @@ def train_stage(spec: dict) -> dict:
     settings = default_settings(seed=spec["config"]["seed"])
     release = work(spec) / "release"
     result = reader_throughput(str(release), spec.get("samples", 32), settings, "align")
-    return {"available": True, **{k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
+    return {
+        "available": True,
+        **{k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+    }

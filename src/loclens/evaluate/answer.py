@@ -30,8 +30,20 @@ from .tags import localization_tags
 
 #: Columns of a prediction row (JSONL keys / Parquet columns).
 PREDICTION_FIELDS = (
-    "dataset", "split", "image_id", "qid", "question", "answer", "answer_type", "question_type",
-    "tags", "prediction", "score", "top_k", "in_candidates", "method",
+    "dataset",
+    "split",
+    "image_id",
+    "qid",
+    "question",
+    "answer",
+    "answer_type",
+    "question_type",
+    "tags",
+    "prediction",
+    "score",
+    "top_k",
+    "in_candidates",
+    "method",
 )
 
 PREDICTION_SCHEMA = pa.schema(
@@ -82,10 +94,7 @@ def candidate_answers(release, dataset: str, split: str = "train") -> dict[str, 
                 continue
             counts[qa["answer_type"]][key] += 1
             spellings[qa["answer_type"]].setdefault(key, Counter())[qa["answer"].strip()] += 1
-    return {
-        t: [spellings[t][key].most_common(1)[0][0] for key, _ in counts[t].most_common()]
-        for t in counts
-    }
+    return {t: [spellings[t][key].most_common(1)[0][0] for key, _ in counts[t].most_common()] for t in counts}
 
 
 def _base(row: dict, qa: dict, method: str) -> dict:
@@ -109,7 +118,9 @@ RankFn = Callable[[Image.Image, Sequence[str], Sequence[str]], "Sequence[Sequenc
 GenerateFn = Callable[[Image.Image, Sequence[str]], Sequence[str]]
 
 
-def rank_predictions(rows: Iterable[dict], candidates: dict[str, list[str]], rank: RankFn, top_k: int = 5) -> Iterator[dict]:
+def rank_predictions(
+    rows: Iterable[dict], candidates: dict[str, list[str]], rank: RankFn, top_k: int = 5
+) -> Iterator[dict]:
     """Rank each question's candidates (by its answer_type) and predict the best one."""
     normalized = {t: {normalize_answer(a) for a in c} for t, c in candidates.items()}
     for row in rows:
@@ -120,7 +131,9 @@ def rank_predictions(rows: Iterable[dict], candidates: dict[str, list[str]], ran
             if not qas:
                 continue
             if not cands:
-                raise ValueError(f"{row['dataset']}: no {answer_type} training answers to rank for {answer_type} questions")
+                raise ValueError(
+                    f"{row['dataset']}: no {answer_type} training answers to rank for {answer_type} questions"
+                )
             scores = rank(image, [qa["question"] for qa in qas], cands)
             for qa, row_scores in zip(qas, scores):
                 order = sorted(range(len(cands)), key=lambda k: (-float(row_scores[k]), k))

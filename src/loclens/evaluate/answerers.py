@@ -21,6 +21,7 @@ from ..segment import resolve_device
 #: Texts encoded per forward pass of the text tower while ranking.
 TEXT_BATCH = 256
 
+
 class Ranker:
     method = "rank"
 
@@ -34,7 +35,9 @@ class Ranker:
 
         image_emb = self.model.embed_images([np.asarray(image)])[0]  # (D,)
         texts = [qa_text({"question": q, "answer": a}) for q in questions for a in candidates]
-        scores = [self.model.encode_text(texts[i : i + TEXT_BATCH]) @ image_emb for i in range(0, len(texts), TEXT_BATCH)]
+        scores = [
+            self.model.encode_text(texts[i : i + TEXT_BATCH]) @ image_emb for i in range(0, len(texts), TEXT_BATCH)
+        ]
         return torch.cat(scores).float().cpu().numpy().reshape(len(questions), len(candidates))
 
 

@@ -44,8 +44,13 @@ def evaluate_model(release, datasets: list[str], settings: dict, answerer, out_d
         files[dataset] = str(path.relative_to(out_dir))
         predictions.extend(preds)
         log.info("%s: %d predictions -> %s", dataset, len(preds), path)
-    result = {**run, "method": answerer.method, "split": settings["split"], "predictions": files,
-              "metrics": score_predictions(predictions)}
+    result = {
+        **run,
+        "method": answerer.method,
+        "split": settings["split"],
+        "predictions": files,
+        "metrics": score_predictions(predictions),
+    }
     write_json(out_dir / METRICS_FILE, result)
     return result
 

@@ -77,7 +77,7 @@ def cell_summary(runs: list[dict], cell: str) -> dict:
     """scope -> group -> metric -> aggregate over the cell's seeds, plus question counts."""
     seeds = _by_seed(runs, cell)
     out: dict = {}
-    for seed, run in sorted(seeds.items()):
+    for _seed, run in sorted(seeds.items()):
         for scope, groups in scopes(run["metrics"]).items():
             for group, summary in groups.items():
                 slot = out.setdefault(scope, {}).setdefault(group, {m: [] for m in METRICS})
@@ -228,7 +228,9 @@ def table3_layout(tables: dict) -> Layout:
         f"{_seeds_note(tables)} All datasets pooled. Overall = all test questions; Localization = "
         "anatomical or positioning questions. Mask = the expert-mask (masked) view."
     )
-    return Layout(TABLE_STEMS[2], "Table 3: ablation of lens source, phase-1 loss and pixel shuffle", note, header, rows)
+    return Layout(
+        TABLE_STEMS[2], "Table 3: ablation of lens source, phase-1 loss and pixel shuffle", note, header, rows
+    )
 
 
 def layouts(tables: dict) -> list[Layout]:
@@ -262,7 +264,11 @@ def to_csv(layout: Layout) -> str:
         for v in row:
             if isinstance(v, Num):
                 mean, std = v.agg.get("mean"), v.agg.get("std")
-                out += ["" if mean is None else f"{100 * mean:.4f}", "" if std is None else f"{100 * std:.4f}", v.agg.get("n", 0)]
+                out += [
+                    "" if mean is None else f"{100 * mean:.4f}",
+                    "" if std is None else f"{100 * std:.4f}",
+                    v.agg.get("n", 0),
+                ]
             else:
                 out.append(v)
         writer.writerow(out)
@@ -290,7 +296,10 @@ def build_tables(runs: list[dict], cells: dict[str, dict], main: str, baseline: 
         "main": {"cell": main, "baseline": baseline},
         # Table 3's row order (JSON objects are written with sorted keys).
         "order": list(cells),
-        "cells": {name: {"settings": cells[name], "seeds": sorted(_by_seed(runs, name)), "scopes": summaries[name]} for name in cells},
+        "cells": {
+            name: {"settings": cells[name], "seeds": sorted(_by_seed(runs, name)), "scopes": summaries[name]}
+            for name in cells
+        },
         "localization": [paired_gain(runs, main, baseline)],
     }
     tables["layouts"] = {layout.key: to_json(layout) for layout in layouts(tables)}

@@ -36,16 +36,28 @@ class SourceInfo:
 
 SOURCES = {
     "vqa_rad": SourceInfo(
-        "VQA-RAD (Lau et al., 2018)", "cc0-1.0", "CC0 1.0", "https://osf.io/89kps/",
-        "flaviagiammarino/vqa-rad", ("en",),
+        "VQA-RAD (Lau et al., 2018)",
+        "cc0-1.0",
+        "CC0 1.0",
+        "https://osf.io/89kps/",
+        "flaviagiammarino/vqa-rad",
+        ("en",),
     ),
     "slake": SourceInfo(
-        "SLAKE (Liu et al., 2021)", "cc-by-4.0", "CC BY 4.0", "https://www.med-vqa.com/slake/",
-        "BoKelvin/SLAKE", ("en", "zh"),
+        "SLAKE (Liu et al., 2021)",
+        "cc-by-4.0",
+        "CC BY 4.0",
+        "https://www.med-vqa.com/slake/",
+        "BoKelvin/SLAKE",
+        ("en", "zh"),
     ),
     "sample": SourceInfo(
-        "loclens synthetic phantoms (made by `loclens sample` at build time)", "cc0-1.0", "CC0 1.0",
-        "", None, ("en",),
+        "loclens synthetic phantoms (made by `loclens sample` at build time)",
+        "cc0-1.0",
+        "CC0 1.0",
+        "",
+        None,
+        ("en",),
     ),
 }
 UNKNOWN_SOURCE = SourceInfo("unknown source", "other", "see the source", "", None, ("en",))
@@ -195,15 +207,22 @@ def _settings_text(segmenter: str, cfg: dict) -> str:
     """A segmenter's config in prose, one clause per config group, so a reader can rebuild it."""
     clauses = []
     if segmenter == "sam":
-        clauses.append(f"automatic mask generation ({_key_values(cfg.get('generator') or {}) or 'segment-anything defaults'})")
+        clauses.append(
+            f"automatic mask generation ({_key_values(cfg.get('generator') or {}) or 'segment-anything defaults'})"
+        )
     groups = {k: v for k, v in cfg.items() if isinstance(v, dict) and k not in _STATED_KEYS and k != "generator"}
     scalars = {k: v for k, v in cfg.items() if not isinstance(v, dict) and k not in _STATED_KEYS}
     if scalars:
         clauses.append(_key_values(scalars))
     for name, group in sorted(groups.items()):
         if group:
-            label = ("architecture override" if name == "arch"
-                     else f"prompt source `{name}`" if name in (cfg.get("prompts") or []) else name)
+            label = (
+                "architecture override"
+                if name == "arch"
+                else f"prompt source `{name}`"
+                if name in (cfg.get("prompts") or [])
+                else name
+            )
             clauses.append(f"{label} ({_key_values(group)})")
     url = (cfg.get("download") or {}).get("url")
     if url:
@@ -220,15 +239,19 @@ def _segmenter_lines(build: dict) -> list[str]:
             f"`{info['checkpoint']}`, sha256 `{info['checkpoint_sha256']}`."
         )
         if info["prompt_sources"]:
-            lines.append(f"  Box prompts from the prompt sources {', '.join(f'`{p}`' for p in info['prompt_sources'])} "
-                         "(in order of preference; the first that yields boxes is used).")
+            lines.append(
+                f"  Box prompts from the prompt sources {', '.join(f'`{p}`' for p in info['prompt_sources'])} "
+                "(in order of preference; the first that yields boxes is used)."
+            )
         settings = _settings_text(info["segmenter"], cfg)
         if settings:
             lines.append(f"  Settings: {settings}.")
     ran = {i["segmenter"] for i in build["segmenters"]}
     for seg in SEGMENTERS:
         if seg not in ran:
-            lines.append(f"- `{seg}_*` views: not made in this build (the `{seg}` segmenter was not run); those columns are null.")
+            lines.append(
+                f"- `{seg}_*` views: not made in this build (the `{seg}` segmenter was not run); those columns are null."
+            )
     if ran:
         lines.append(_resolution_line(build.get("read_max_side")))
     return lines
@@ -237,22 +260,34 @@ def _segmenter_lines(build: dict) -> list[str]:
 def _resolution_line(read_max_side: int | None) -> str:
     """Which resolution the segmenters saw (``segment.read_max_side``)."""
     if read_max_side is None:
-        return ("- Every image was segmented at its full resolution, as the models' reference inference does: "
-                "each segmenter resizes the image to its input size itself and its mask logits are upsampled "
-                "bilinearly to the image's size (`segment.read_max_side: null`).")
-    return (f"- Images larger than {read_max_side} pixels per side were read reduced to {read_max_side} "
-            f"(`segment.read_max_side: {read_max_side}`, a memory setting): their prompts and masks were made at "
-            "that size and the masks scaled back to the image's size nearest-neighbour, so they differ slightly "
-            "from the models' reference inference at full resolution. Smaller images were segmented at full resolution.")
+        return (
+            "- Every image was segmented at its full resolution, as the models' reference inference does: "
+            "each segmenter resizes the image to its input size itself and its mask logits are upsampled "
+            "bilinearly to the image's size (`segment.read_max_side: null`)."
+        )
+    return (
+        f"- Images larger than {read_max_side} pixels per side were read reduced to {read_max_side} "
+        f"(`segment.read_max_side: {read_max_side}`, a memory setting): their prompts and masks were made at "
+        "that size and the masks scaled back to the image's size nearest-neighbour, so they differ slightly "
+        "from the models' reference inference at full resolution. Smaller images were segmented at full resolution."
+    )
 
 
 def _method_section(manifest: dict) -> list[str]:
     build = manifest["build"]
     render = build["render"]
     alpha = render["alpha"]
-    protocols = sorted({(d["split_protocol"]["protocol"], d["split_protocol"].get("test_fraction")) for d in manifest["datasets"].values()})
-    outside = ("applied to the whole image as in the paper (pixels outside every mask become `a*I`)"
-               if render["outside"] == "paper" else "applied inside the masks only (pixels outside keep their original value)")
+    protocols = sorted(
+        {
+            (d["split_protocol"]["protocol"], d["split_protocol"].get("test_fraction"))
+            for d in manifest["datasets"].values()
+        }
+    )
+    outside = (
+        "applied to the whole image as in the paper (pixels outside every mask become `a*I`)"
+        if render["outside"] == "paper"
+        else "applied inside the masks only (pixels outside keep their original value)"
+    )
     lines = [
         "## How the views were made",
         "",
@@ -267,7 +302,7 @@ def _method_section(manifest: dict) -> list[str]:
         *[f"- `*_{kind}`: {text}." for kind, text in VIEW_DESCRIPTIONS.items()],
         f"- The blend is {outside}. Unicolor colour `c` = {render['unicolor']}; multicolor palette cycles over "
         f"{len(render['palette'])} colours.",
-        f"- Views are PNG (\"Up\" row filter, deflate level {render['png_compress_level']} by "
+        f'- Views are PNG ("Up" row filter, deflate level {render["png_compress_level"]} by '
         f"{render.get('png_deflate', 'zlib')}); byte-identical for the same config, seed and deflate library.",
         f"- Blend weight `a ~ N({alpha['mean']}, {alpha['std']})`, clipped to [{alpha['min']}, {alpha['max']}], drawn "
         f"once per image and segmenter from `(seed, image_id, segmenter)` with seed **{manifest['seed']}**, so views do "
@@ -280,14 +315,21 @@ def _method_section(manifest: dict) -> list[str]:
         "",
         "- One row per image and split; the image's QA pairs of that split are in the `qa` list column.",
         *[
-            f"- Split protocol `{p}`" + (f" (seeded {1 - tf:.0%}:{tf:.0%} split by image, linked paraphrases kept together, seed {manifest['seed']})"
-                                        if p == "grouped" else " (each source's own split labels; an image can have a row in several splits)") + "."
+            f"- Split protocol `{p}`"
+            + (
+                f" (seeded {1 - tf:.0%}:{tf:.0%} split by image, linked paraphrases kept together, seed {manifest['seed']})"
+                if p == "grouped"
+                else " (each source's own split labels; an image can have a row in several splits)"
+            )
+            + "."
             for p, tf in protocols
         ],
     ]
     if build.get("limit_images") is not None:
-        lines.append(f"- Quick build: only the first {build['limit_images']} images (by image_id) of each dataset; "
-                     "the QA of the others are in the rejects reports.")
+        lines.append(
+            f"- Quick build: only the first {build['limit_images']} images (by image_id) of each dataset; "
+            "the QA of the others are in the rejects reports."
+        )
     lines += [
         f"- Config hash `{manifest['config_hash']}`, loclens {manifest['loclens_version']}; every row's "
         "`provenance` repeats these with the checkpoint sha256.",
@@ -299,13 +341,19 @@ def _method_section(manifest: dict) -> list[str]:
 def _counts_section(name: str, d: dict, stats: dict[str, SplitStats]) -> list[str]:
     info = source_info(d["source"])
     where = f" ({info.homepage})" if info.homepage else ""
-    lines = [f"### `{name}`", "", f"Source: {info.title}{where}, read with the `{d['source']}` reader; "
-             f"license {info.license_name}.", "", f"Source data: {origin_text(d)}", ""]
+    lines = [
+        f"### `{name}`",
+        "",
+        f"Source: {info.title}{where}, read with the `{d['source']}` reader; license {info.license_name}.",
+        "",
+        f"Source data: {origin_text(d)}",
+        "",
+    ]
     rows = [[split, s.rows, s.qa, *(s.present[v] for v in VIEW_COLUMNS)] for split, s in stats.items()]
     lines += _table(["split", "images", "QA", *(f"`{v}`" for v in VIEW_COLUMNS)], rows)
     missing = []
     for view in VIEW_COLUMNS:
-        reasons = {}
+        reasons: dict[str, int] = {}
         for s in stats.values():
             for reason, n in s.missing.get(view, {}).items():
                 reasons[reason] = reasons.get(reason, 0) + n
@@ -327,13 +375,19 @@ def coverage_lines(cov: dict | None) -> list[str]:
     """The manifest's coverage of a dataset (``stats.coverage``) as a table: per body region,
     the images with each segmenter's views."""
     segs = (cov or {}).get("segmenters")
-    if not segs:
+    if not cov or not segs:
         return []
-    rows = [[region, c["images"], *(f"{c[s]} ({percent(c[s], c['images'])})" for s in segs)]
-            for region, c in [*cov["regions"].items(), ("**all**", cov["all"])]]
-    return ["Coverage by body region: images with each segmenter's views (every image of a region counted "
-            "once, whatever its splits).", "",
-            *_table(["body region", "images", *(f"with `{s}_*` views" for s in segs)], rows), ""]
+    rows = [
+        [region, c["images"], *(f"{c[s]} ({percent(c[s], c['images'])})" for s in segs)]
+        for region, c in [*cov["regions"].items(), ("**all**", cov["all"])]
+    ]
+    return [
+        "Coverage by body region: images with each segmenter's views (every image of a region counted "
+        "once, whatever its splits).",
+        "",
+        *_table(["body region", "images", *(f"with `{s}_*` views" for s in segs)], rows),
+        "",
+    ]
 
 
 def _rejects_section(name: str, d: dict) -> list[str]:
@@ -345,10 +399,13 @@ def _rejects_section(name: str, d: dict) -> list[str]:
     ]
     if acc.get("by_reason"):
         # Alike rejects grouped (numbers in reasons -> N), from the manifest's accounting.
-        lines += _table(["rejected", "count", "reason"], [
-            ["QA records" if r["kind"] == "qa" else "images", r["count"], r["reason"].replace("|", "/")]
-            for r in acc["by_reason"]
-        ]) + [""]
+        lines += _table(
+            ["rejected", "count", "reason"],
+            [
+                ["QA records" if r["kind"] == "qa" else "images", r["count"], r["reason"].replace("|", "/")]
+                for r in acc["by_reason"]
+            ],
+        ) + [""]
     return lines
 
 
@@ -369,8 +426,10 @@ def origin_text(d: dict) -> str:
         if origin.get("note"):
             text += f" Note: {origin['note']}."
     if d["source"] == "hf_parquet" and not (origin or {}).get("note"):
-        text += (" Generic Parquet source: no question-type metadata (localization tags from keyword rules);"
-                 " answer_type derived from yes/no where the data has none.")
+        text += (
+            " Generic Parquet source: no question-type metadata (localization tags from keyword rules);"
+            " answer_type derived from yes/no where the data has none."
+        )
     return text
 
 
@@ -383,7 +442,14 @@ def localization_lines(d: dict) -> list[str]:
     for split, c in sorted(counts.items()):
         lines.append(f"| {split} | {c['qa']} | {c['anatomical']} | {c['positioning']} | {c['localization']} |")
     rules = ", ".join(f"`{rule}` {n}" for rule, n in (d.get("localization_rules") or {}).items())
-    return ["Localization tags (`qa.localization`, rule in `qa.localization_rule`):", "", *lines, "", f"Rules: {rules}.", ""]
+    return [
+        "Localization tags (`qa.localization`, rule in `qa.localization_rule`):",
+        "",
+        *lines,
+        "",
+        f"Rules: {rules}.",
+        "",
+    ]
 
 
 def _license_section(datasets: dict) -> list[str]:
@@ -391,10 +457,14 @@ def _license_section(datasets: dict) -> list[str]:
     for name, d in sorted(datasets.items()):
         info = source_info(d["source"])
         url = LICENSE_URLS.get(info.license, info.homepage)
-        lines.append(f"- Config `{name}` (images, QA, masks and views derived from {info.title}): "
-                     f"[{info.license_name}]({url}).")
-    lines += ["- The masks and lens views are derived from the source images and follow the source's license; "
-              "CC BY sources require attribution (cite them as below).", ""]
+        lines.append(
+            f"- Config `{name}` (images, QA, masks and views derived from {info.title}): [{info.license_name}]({url})."
+        )
+    lines += [
+        "- The masks and lens views are derived from the source images and follow the source's license; "
+        "CC BY sources require attribution (cite them as below).",
+        "",
+    ]
     return lines
 
 
@@ -416,8 +486,8 @@ def render_card(release_dir: Path, manifest: dict, release_cfg: dict, stats: dic
         "",
         "```python",
         "import datasets",
-        f"ds = datasets.load_dataset(\"<this repo or folder>\", \"{sorted(datasets)[0]}\")",
-        "# or: import loclens; rows = loclens.load(\"<repo or folder>\", dataset=..., split=\"train\", streaming=True)",
+        f'ds = datasets.load_dataset("<this repo or folder>", "{sorted(datasets)[0]}")',
+        '# or: import loclens; rows = loclens.load("<repo or folder>", dataset=..., split="train", streaming=True)',
         "```",
         "",
         *_license_section(datasets),

@@ -69,8 +69,15 @@ def _outline(ax, masks: list[dict], shape, labels: bool) -> None:
             ys, xs = np.nonzero(arr)
             # Expert masks carry no model score.
             score = "" if m["score"] is None else f" {m['score']:.2f}"
-            ax.text(xs.min(), ys.min(), f"{m['label']}{score}", color="white", fontsize=5,
-                    va="bottom", bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.6, "linewidth": 0})
+            ax.text(
+                xs.min(),
+                ys.min(),
+                f"{m['label']}{score}",
+                color="white",
+                fontsize=5,
+                va="bottom",
+                bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.6, "linewidth": 0},
+            )
 
 
 def _missing_reason(row: dict, view: str) -> str:
@@ -111,15 +118,25 @@ def samples_figure(rows: list[dict], title: str) -> Figure:
             cell = row[col]
             if cell is None:
                 ax.imshow(np.full((*shape, 3), 40, np.uint8))
-                ax.text(shape[1] / 2, shape[0] / 2, f"missing:\n{_missing_reason(row, col)}", color="white",
-                        ha="center", va="center", fontsize=7)
+                ax.text(
+                    shape[1] / 2,
+                    shape[0] / 2,
+                    f"missing:\n{_missing_reason(row, col)}",
+                    color="white",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                )
                 continue
             ax.imshow(_thumb(cell["bytes"]))
             _outline(ax, _view_masks(row, col), shape, labels=False)
         axes[r][0].set_ylabel(
             f"{row['image_id']}\n{row['modality'] or '?'} / {row['body_region'] or '?'}\n"
             f"{row['width']}x{row['height']}, {len(row['qa'])} QA\n{alpha}",
-            fontsize=6, rotation=0, ha="right", va="center",
+            fontsize=6,
+            rotation=0,
+            ha="right",
+            va="center",
         )
     fig.subplots_adjust(left=0.1, right=0.995, top=1 - 0.5 / fig.get_figheight(), bottom=0.01, wspace=0.03, hspace=0.05)
     return fig
@@ -129,14 +146,20 @@ def summary_figure(name: str, stats: dict[str, SplitStats], alpha_cfg: dict) -> 
     fig = Figure(figsize=(12, 8), dpi=100)
     fig.suptitle(f"{name}: {sum(s.rows for s in stats.values())} rows in splits {', '.join(stats)}", fontsize=11)
     (a_masks, a_area), (a_alpha, a_missing) = fig.subplots(2, 2)
-    merged = {key: {seg: [v for s in stats.values() for v in getattr(s, key).get(seg, [])] for seg in SEGMENTERS}
-              for key in ("masks_per_image", "area_fraction", "alpha")}
+    merged = {
+        key: {seg: [v for s in stats.values() for v in getattr(s, key).get(seg, [])] for seg in SEGMENTERS}
+        for key in ("masks_per_image", "area_fraction", "alpha")
+    }
 
     per_image = {s: v for s, v in merged["masks_per_image"].items() if v}
     if per_image:
         top = max(max(v) for v in per_image.values())
-        a_masks.hist(list(per_image.values()), bins=np.arange(top + 2) - 0.5, label=list(per_image),
-                     color=[SOURCE_COLOURS[s] for s in per_image])
+        a_masks.hist(
+            list(per_image.values()),
+            bins=np.arange(top + 2) - 0.5,
+            label=list(per_image),
+            color=[SOURCE_COLOURS[s] for s in per_image],
+        )
         a_masks.legend()
     a_masks.set(title="masks per image", xlabel="masks", ylabel="images")
 
@@ -150,13 +173,20 @@ def summary_figure(name: str, stats: dict[str, SplitStats], alpha_cfg: dict) -> 
 
     alphas = {s: v for s, v in merged["alpha"].items() if v}
     if alphas:
-        a_alpha.hist(list(alphas.values()), bins=np.linspace(0, 1, 41), label=list(alphas),
-                     color=[SOURCE_COLOURS[s] for s in alphas])
+        a_alpha.hist(
+            list(alphas.values()),
+            bins=np.linspace(0, 1, 41),
+            label=list(alphas),
+            color=[SOURCE_COLOURS[s] for s in alphas],
+        )
         a_alpha.legend()
     for bound in (alpha_cfg["min"], alpha_cfg["max"]):
         a_alpha.axvline(bound, color="grey", linestyle="--", linewidth=1)
-    a_alpha.set(title=f"alpha ~ N({alpha_cfg['mean']}, {alpha_cfg['std']}) clipped to [{alpha_cfg['min']}, "
-                      f"{alpha_cfg['max']}]", xlabel="alpha", ylabel="images")
+    a_alpha.set(
+        title=f"alpha ~ N({alpha_cfg['mean']}, {alpha_cfg['std']}) clipped to [{alpha_cfg['min']}, {alpha_cfg['max']}]",
+        xlabel="alpha",
+        ylabel="images",
+    )
 
     reasons = sorted({reason for s in stats.values() for c in s.missing.values() for reason in c})
     x = np.arange(len(VIEW_COLUMNS))

@@ -24,9 +24,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..atomic import write_json
 from ..errors import LoclensError
@@ -43,8 +43,16 @@ MANAGED_PATTERNS = ("*.parquet", "rejects/*.jsonl", CARD, MANIFEST)
 #: HTTP statuses worth retrying (timeouts, rate limits, server errors).
 TRANSIENT_STATUS = (408, 429, 500, 502, 503, 504)
 #: Exception class names of transport-level failures (httpx and its forks, requests, stdlib).
-TRANSIENT_NAMES = {"TimeoutException", "NetworkError", "RemoteProtocolError", "TransportError", "Timeout",
-                   "ConnectionError", "TimeoutError", "ChunkedEncodingError"}
+TRANSIENT_NAMES = {
+    "TimeoutException",
+    "NetworkError",
+    "RemoteProtocolError",
+    "TransportError",
+    "Timeout",
+    "ConnectionError",
+    "TimeoutError",
+    "ChunkedEncodingError",
+}
 
 
 class PublishError(LoclensError, RuntimeError):
@@ -93,14 +101,18 @@ class Plan:
 
     def text(self) -> str:
         parent = self.parent_commit or "none (new repo or branch)"
-        lines = [f"publish plan for datasets/{self.repo_id}@{self.revision} (parent commit {parent}; remote state "
-                 f"from {self.remote_source})"]
+        lines = [
+            f"publish plan for datasets/{self.repo_id}@{self.revision} (parent commit {parent}; remote state "
+            f"from {self.remote_source})"
+        ]
         lines += [f"  upload  {f.path}  {_size(f.size)}  sha256 {f.sha256[:16]}" for f in self.add]
         lines += [f"  keep    {f.path}  {_size(f.size)}  (unchanged)" for f in self.unchanged]
         lines += [f"  delete  {f.path}  {_size(f.size)}" for f in self.delete]
         total = sum(f.size for f in self.add)
-        lines.append(f"{len(self.add)} to upload ({_size(total)}), {len(self.unchanged)} unchanged, "
-                     f"{len(self.delete)} to delete" + ("; nothing to push" if self.noop else "; one commit"))
+        lines.append(
+            f"{len(self.add)} to upload ({_size(total)}), {len(self.unchanged)} unchanged, "
+            f"{len(self.delete)} to delete" + ("; nothing to push" if self.noop else "; one commit")
+        )
         return "\n".join(lines)
 
 
@@ -192,8 +204,14 @@ def with_retries(step: str, fn: Callable, attempts: int = 5, base_delay: float =
             if attempt == attempts or not is_transient(exc):
                 raise
             delay = base_delay * 2 ** (attempt - 1)
-            log.warning("%s: transient failure (%s), retry %d/%d in %.0fs", step, exc.__class__.__name__,
-                        attempt, attempts - 1, delay)
+            log.warning(
+                "%s: transient failure (%s), retry %d/%d in %.0fs",
+                step,
+                exc.__class__.__name__,
+                attempt,
+                attempts - 1,
+                delay,
+            )
             sleep(delay)
     raise AssertionError("unreachable")
 
@@ -216,24 +234,44 @@ def execute_plan(api, plan: Plan, message: str, private: bool, sleep=time.sleep)
     """Create the repo if needed, pre-upload the large files, then one commit; returns its id."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    with_retries("create_repo", lambda: api.create_repo(plan.repo_id, repo_type=REPO_TYPE, private=private,
-                                                        exist_ok=True), sleep=sleep)
+    with_retries(
+        "create_repo",
+        lambda: api.create_repo(plan.repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True),
+        sleep=sleep,
+    )
     if plan.parent_commit is None and plan.revision != "main":
-        with_retries("create_branch", lambda: api.create_branch(plan.repo_id, branch=plan.revision,
-                                                                repo_type=REPO_TYPE, exist_ok=True), sleep=sleep)
+        with_retries(
+            "create_branch",
+            lambda: api.create_branch(plan.repo_id, branch=plan.revision, repo_type=REPO_TYPE, exist_ok=True),
+            sleep=sleep,
+        )
     additions = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=f.local) for f in plan.add]
     deletions = [CommitOperationDelete(path_in_repo=f.path) for f in plan.delete]
     if additions:
         # Uploads the LFS payloads now; the commit then only references them. Re-running after a
         # failure skips what the Hub already has.
-        with_retries("preupload_lfs_files", lambda: api.preupload_lfs_files(
-            plan.repo_id, additions=additions, repo_type=REPO_TYPE, revision=plan.revision), sleep=sleep)
+        with_retries(
+            "preupload_lfs_files",
+            lambda: api.preupload_lfs_files(
+                plan.repo_id, additions=additions, repo_type=REPO_TYPE, revision=plan.revision
+            ),
+            sleep=sleep,
+        )
     # parent_commit makes the commit fail if the branch moved since it was listed. A retried
     # commit whose first attempt did land fails the same way: nothing is committed twice, and a
     # new `publish` finds nothing left to push.
-    info = with_retries("create_commit", lambda: api.create_commit(
-        plan.repo_id, operations=[*additions, *deletions], commit_message=message, repo_type=REPO_TYPE,
-        revision=plan.revision, parent_commit=plan.parent_commit), sleep=sleep)
+    info = with_retries(
+        "create_commit",
+        lambda: api.create_commit(
+            plan.repo_id,
+            operations=[*additions, *deletions],
+            commit_message=message,
+            repo_type=REPO_TYPE,
+            revision=plan.revision,
+            parent_commit=plan.parent_commit,
+        ),
+        sleep=sleep,
+    )
     return info.oid
 
 
@@ -241,8 +279,14 @@ def _record(plan: Plan, commit: str | None, pushed: bool, manifest_sha256: str, 
     files = {p: asdict(r) for p, r in remote.files.items() if p not in {f.path for f in plan.delete}}
     for f in [*plan.add, *plan.unchanged]:
         files[f.path] = {"path": f.path, "size": f.size, "git_oid": f.git_oid, "sha256": f.sha256}
-    return {"repo_id": plan.repo_id, "revision": plan.revision, "commit": commit, "pushed": pushed,
-            "manifest_sha256": manifest_sha256, "files": dict(sorted(files.items()))}
+    return {
+        "repo_id": plan.repo_id,
+        "revision": plan.revision,
+        "commit": commit,
+        "pushed": pushed,
+        "manifest_sha256": manifest_sha256,
+        "files": dict(sorted(files.items())),
+    }
 
 
 def check_valid(release_dir: Path, validation_report: Path | None) -> str:
@@ -252,7 +296,12 @@ def check_valid(release_dir: Path, validation_report: Path | None) -> str:
     if validation_report is not None and Path(validation_report).is_file():
         prior = json.loads(Path(validation_report).read_text())
         quick = validate_release(release_dir, deep=False)
-        if quick.ok and quick.manifest_sha256 and prior.get("ok") and prior.get("manifest_sha256") == quick.manifest_sha256:
+        if (
+            quick.ok
+            and quick.manifest_sha256
+            and prior.get("ok")
+            and prior.get("manifest_sha256") == quick.manifest_sha256
+        ):
             return quick.manifest_sha256
         report = quick if not quick.ok else validate_release(release_dir)
     else:
@@ -271,9 +320,20 @@ def get_token() -> str:
     return token
 
 
-def publish(release_dir, repo_id: str, *, revision: str = "main", private: bool = True, dry_run: bool = False,
-            message: str | None = None, record_path=None, validation_report=None, compare_remote: bool = False,
-            api=None, sleep=time.sleep) -> tuple[Plan, dict | None]:
+def publish(
+    release_dir,
+    repo_id: str,
+    *,
+    revision: str = "main",
+    private: bool = True,
+    dry_run: bool = False,
+    message: str | None = None,
+    record_path=None,
+    validation_report=None,
+    compare_remote: bool = False,
+    api=None,
+    sleep=time.sleep,
+) -> tuple[Plan, dict | None]:
     """Validate, plan and (unless ``dry_run``) push; returns the plan and the push record."""
     from huggingface_hub import HfApi
     from huggingface_hub.constants import is_offline_mode
@@ -289,14 +349,19 @@ def publish(release_dir, repo_id: str, *, revision: str = "main", private: bool 
 
     network_needed = not dry_run or compare_remote
     if network_needed and is_offline_mode():
-        raise PublishError("HF_HUB_OFFLINE is set: refusing to contact the Hub (nothing was uploaded); "
-                           "unset it to publish, or use --dry-run")
+        raise PublishError(
+            "HF_HUB_OFFLINE is set: refusing to contact the Hub (nothing was uploaded); "
+            "unset it to publish, or use --dry-run"
+        )
     if network_needed and api is None:
         api = HfApi(token=get_token())
 
     if dry_run and not compare_remote:
-        remote = (remote_state_from_record(previous) if previous
-                  else RemoteState(repo_id, revision, None, {}, "assumed empty (no record of an earlier push)"))
+        remote = (
+            remote_state_from_record(previous)
+            if previous
+            else RemoteState(repo_id, revision, None, {}, "assumed empty (no record of an earlier push)")
+        )
         return plan_commit(local, remote), None
 
     from huggingface_hub.errors import HfHubHTTPError

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -67,7 +67,9 @@ def render_row(row: dict, caches: dict[str, dict[str, list[dict]]], cfg: dict, s
     views[MASKED_VIEW] = None
     if masked_from is not None:
         union = labels[masked_from] > 0
-        views[MASKED_VIEW] = _image_cell(lens.png_bytes(lens.masked(image, union), level), f"{row['image_id']}_masked.png")
+        views[MASKED_VIEW] = _image_cell(
+            lens.png_bytes(lens.masked(image, union), level), f"{row['image_id']}_masked.png"
+        )
     return {
         "image": _image_cell(data, row["source_file"].rsplit("/", 1)[-1]),
         "views": views,
@@ -171,8 +173,10 @@ class RenderedViews:
             found = self._index(path)
             missing = [i for i in ids if i not in found]
             if missing:
-                raise ValueError(f"{path}: the plan says this shard renders the views of {missing[:3]} "
-                                 f"({len(missing)} images) but it has no row for them; re-render it")
+                raise ValueError(
+                    f"{path}: the plan says this shard renders the views of {missing[:3]} "
+                    f"({len(missing)} images) but it has no row for them; re-render it"
+                )
             self._where.update({i: (path, found[i]) for i in ids})
 
     def _index(self, path: Path) -> dict[str, int]:
@@ -207,8 +211,15 @@ class RenderedViews:
 NO_RENDERED_VIEWS = RenderedViews({})
 
 
-def release_rows(rows: list[dict], caches: dict, infos: list[dict], render_cfg: dict, seed: int, config_hash: str,
-                 rendered: RenderedViews = NO_RENDERED_VIEWS) -> Iterator[dict]:
+def release_rows(
+    rows: list[dict],
+    caches: dict,
+    infos: list[dict],
+    render_cfg: dict,
+    seed: int,
+    config_hash: str,
+    rendered: RenderedViews = NO_RENDERED_VIEWS,
+) -> Iterator[dict]:
     """The shard's release rows in image_id order, rendered one at a time as they are consumed
     (or copied from ``rendered`` where an earlier shard rendered the image)."""
     for r in sorted(rows, key=lambda r: r["image_id"]):
@@ -216,8 +227,16 @@ def release_rows(rows: list[dict], caches: dict, infos: list[dict], render_cfg: 
         yield build_row(r, views, config_hash, seed, infos)
 
 
-def render_shard(rows: list[dict], caches: dict, infos: list[dict], render_cfg: dict, seed: int, config_hash: str, out_path,
-                 rendered: RenderedViews = NO_RENDERED_VIEWS) -> int:
+def render_shard(
+    rows: list[dict],
+    caches: dict,
+    infos: list[dict],
+    render_cfg: dict,
+    seed: int,
+    config_hash: str,
+    out_path,
+    rendered: RenderedViews = NO_RENDERED_VIEWS,
+) -> int:
     return write_shard(out_path, release_rows(rows, caches, infos, render_cfg, seed, config_hash, rendered))
 
 
@@ -226,4 +245,13 @@ def rendered_views(views_from: dict[str, list[str]], release_dir: Path) -> Rende
     return RenderedViews({Path(release_dir) / f: ids for f, ids in views_from.items()})
 
 
-__all__ = ["render_shard", "release_rows", "rendered_views", "RenderedViews", "write_shard", "parquet_options", "read_mask_cache", "FEATURES"]
+__all__ = [
+    "render_shard",
+    "release_rows",
+    "rendered_views",
+    "RenderedViews",
+    "write_shard",
+    "parquet_options",
+    "read_mask_cache",
+    "FEATURES",
+]

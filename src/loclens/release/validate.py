@@ -149,16 +149,24 @@ def _check_schema(name: str, pf: pq.ParquetFile, report: Report) -> None:
         extra = sorted(set(actual.names) - set(expected.names))
         absent = sorted(set(expected.names) - set(actual.names))
         differing = [n for n in expected.names if n in actual.names and actual.field(n).type != expected.field(n).type]
-        report.add(name, "schema", f"Arrow schema differs from loclens.schema: extra columns {extra}, missing "
-                                   f"{absent}, other types for {differing}")
+        report.add(
+            name,
+            "schema",
+            f"Arrow schema differs from loclens.schema: extra columns {extra}, missing "
+            f"{absent}, other types for {differing}",
+        )
     meta = (actual.metadata or {}).get(b"huggingface")
     try:
         features = json.loads(meta)["info"]["features"] if meta else None
     except (json.JSONDecodeError, KeyError, TypeError):
         features = None
     if features != FEATURES.to_dict():
-        report.add(name, "features", "the 'huggingface' schema metadata does not hold loclens.schema.FEATURES "
-                                     "(images would not decode as images)")
+        report.add(
+            name,
+            "features",
+            "the 'huggingface' schema metadata does not hold loclens.schema.FEATURES "
+            "(images would not decode as images)",
+        )
 
 
 def _check_images(name: str, index: int, row: dict, report: Report) -> None:
@@ -207,13 +215,19 @@ def _check_alpha(name: str, index: int, row: dict, bounds: dict, report: Report)
                 report.add(name, "alpha", f"alpha.{seg} is null but {seg} views exist", index)
             continue
         if not math.isfinite(value) or not bounds["min"] - 1e-6 <= value <= bounds["max"] + 1e-6:
-            report.add(name, "alpha", f"alpha.{seg} = {value} outside the build's range [{bounds['min']}, {bounds['max']}]", index)
+            report.add(
+                name,
+                "alpha",
+                f"alpha.{seg} = {value} outside the build's range [{bounds['min']}, {bounds['max']}]",
+                index,
+            )
         if not all(views):
             report.add(name, "alpha", f"alpha.{seg} = {value} but a {seg} view is null", index)
 
 
-def _check_rows(name: str, pf: pq.ParquetFile, dataset: str, split: str, manifest: dict, seen: _DatasetSeen,
-                report: Report) -> list[str] | None:
+def _check_rows(
+    name: str, pf: pq.ParquetFile, dataset: str, split: str, manifest: dict, seen: _DatasetSeen, report: Report
+) -> list[str] | None:
     """Row checks, one row group in memory at a time; returns the shard's qids (None when a
     row group cannot be read)."""
     bounds = manifest["build"]["render"]["alpha"]
@@ -227,12 +241,20 @@ def _check_rows(name: str, pf: pq.ParquetFile, dataset: str, split: str, manifes
             return None
         for row in rows:
             if row["dataset"] != dataset or row["split"] != split:
-                report.add(name, "row", f"row says dataset {row['dataset']!r} split {row['split']!r}, "
-                                        f"the file is {dataset!r}/{split!r}", index)
+                report.add(
+                    name,
+                    "row",
+                    f"row says dataset {row['dataset']!r} split {row['split']!r}, the file is {dataset!r}/{split!r}",
+                    index,
+                )
             image_id = row["image_id"]
             if split in seen.image_rows[image_id]:
-                report.add(name, "row", f"image {image_id} already has a row in split {split!r} "
-                                        f"({seen.image_rows[image_id][split]})", index)
+                report.add(
+                    name,
+                    "row",
+                    f"image {image_id} already has a row in split {split!r} ({seen.image_rows[image_id][split]})",
+                    index,
+                )
             seen.image_rows[image_id][split] = f"{name} row {index}"
             seen.images[image_id] = image_coverage(row)
             _check_images(name, index, row, report)
@@ -251,8 +273,16 @@ def _check_rows(name: str, pf: pq.ParquetFile, dataset: str, split: str, manifes
     return qids
 
 
-def _check_shard(release_dir: Path, name: str, split: str, entry: dict, manifest: dict, seen: _DatasetSeen,
-                 report: Report, deep: bool) -> None:
+def _check_shard(
+    release_dir: Path,
+    name: str,
+    split: str,
+    entry: dict,
+    manifest: dict,
+    seen: _DatasetSeen,
+    report: Report,
+    deep: bool,
+) -> None:
     if not _check_file(release_dir, entry, report):
         return
     try:
@@ -272,8 +302,12 @@ def _check_shard(release_dir: Path, name: str, split: str, entry: dict, manifest
         return
     seen.released_qa += len(qids)
     if len(qids) != entry.get("qa") or qids_digest(qids) != entry.get("qids_sha256"):
-        report.add(entry["file"], "accounting", f"holds {len(qids)} QA; the ingest put {entry.get('qa')} here "
-                                                "(or other qids: digest differs from the manifest)")
+        report.add(
+            entry["file"],
+            "accounting",
+            f"holds {len(qids)} QA; the ingest put {entry.get('qa')} here "
+            "(or other qids: digest differs from the manifest)",
+        )
 
 
 def _check_rejects(release_dir: Path, name: str, d: dict, seen: _DatasetSeen, report: Report, deep: bool) -> None:
@@ -297,8 +331,12 @@ def _check_rejects(release_dir: Path, name: str, d: dict, seen: _DatasetSeen, re
         return  # the unreadable shards are reported; counting their QA as lost would repeat it
     if released + rejected != acc["input_records"]:
         missing = acc["input_records"] - released - rejected
-        report.add(MANIFEST, "accounting", f"{name}: {acc['input_records']} input QA records but {released} are in the "
-                                           f"shards and {rejected} in {rejects_file}: {missing} unaccounted for")
+        report.add(
+            MANIFEST,
+            "accounting",
+            f"{name}: {acc['input_records']} input QA records but {released} are in the "
+            f"shards and {rejected} in {rejects_file}: {missing} unaccounted for",
+        )
 
 
 def _check_coverage(name: str, d: dict, seen: _DatasetSeen, report: Report) -> None:
@@ -307,8 +345,12 @@ def _check_coverage(name: str, d: dict, seen: _DatasetSeen, report: Report) -> N
         return  # a manifest of an older loclens; unreadable shards are reported already
     counted = coverage_of(seen.images, recorded["segmenters"])
     if counted != recorded:
-        report.add(MANIFEST, "coverage", f"{name}: the manifest's coverage {recorded['all']} differs from the "
-                                         f"shards' {counted['all']} (by region: {counted['regions']})")
+        report.add(
+            MANIFEST,
+            "coverage",
+            f"{name}: the manifest's coverage {recorded['all']} differs from the "
+            f"shards' {counted['all']} (by region: {counted['regions']})",
+        )
 
 
 def _check_against_ingest(name: str, ingest_dir: Path, seen: _DatasetSeen, report: Report) -> None:
@@ -324,11 +366,17 @@ def _check_against_ingest(name: str, ingest_dir: Path, seen: _DatasetSeen, repor
         planned = Counter(q["qid"] for q in r["qa"])
         held = Counter(seen.qids.get(key, []))
         for qid in sorted((planned - held).elements()):
-            report.add(str(records), "accounting", f"qid {qid} (image {r['image_id']}, split {r['split']}) "
-                                                   "is in no release row")
+            report.add(
+                str(records),
+                "accounting",
+                f"qid {qid} (image {r['image_id']}, split {r['split']}) is in no release row",
+            )
         for qid in sorted((held - planned).elements()):
-            report.add(str(records), "accounting", f"qid {qid} (image {r['image_id']}, split {r['split']}) "
-                                                   "is in a release row but not here")
+            report.add(
+                str(records),
+                "accounting",
+                f"qid {qid} (image {r['image_id']}, split {r['split']}) is in a release row but not here",
+            )
 
 
 def _check_grouped(name: str, d: dict, seen: _DatasetSeen, report: Report) -> None:
@@ -339,8 +387,12 @@ def _check_grouped(name: str, d: dict, seen: _DatasetSeen, report: Report) -> No
         return
     for image_id, where in sorted(seen.image_rows.items()):
         if len(where) > 1:
-            report.add(name, "split", f"image {image_id} is in {len(where)} splits of a grouped split: "
-                                      + "; ".join(f"{s}: {w}" for s, w in sorted(where.items())))
+            report.add(
+                name,
+                "split",
+                f"image {image_id} is in {len(where)} splits of a grouped split: "
+                + "; ".join(f"{s}: {w}" for s, w in sorted(where.items())),
+            )
     for linked, splits in sorted(seen.linked_splits.items()):
         if len(splits) > 1:
             report.add(name, "split", f"linked question {linked} is in splits {sorted(splits)} of a grouped split")
@@ -362,7 +414,9 @@ def _check_card(release_dir: Path, manifest: dict, report: Report) -> None:
         return
     expected = configs_metadata(manifest["datasets"])
     if card.data.to_dict().get("configs") != expected:
-        report.add(CARD, "card", f"YAML configs {card.data.to_dict().get('configs')} do not match the manifest's {expected}")
+        report.add(
+            CARD, "card", f"YAML configs {card.data.to_dict().get('configs')} do not match the manifest's {expected}"
+        )
     for config in expected:
         name = config["config_name"]
         for data_files in config["data_files"]:
@@ -377,7 +431,9 @@ def _check_card(release_dir: Path, manifest: dict, report: Report) -> None:
         rows = {s: v["rows"] for s, v in manifest["datasets"][name]["splits"].items()}
         card_rows = {s: v.num_examples for s, v in (info.splits or {}).items()}
         if card_rows != rows:
-            report.add(CARD, "card", f"dataset_info of config {name} gives {card_rows} examples, the shards hold {rows}")
+            report.add(
+                CARD, "card", f"dataset_info of config {name} gives {card_rows} examples, the shards hold {rows}"
+            )
 
 
 def _check_stray(release_dir: Path, manifest: dict, report: Report) -> None:

@@ -52,7 +52,9 @@ def build_segmenter(name: str, cfg: dict, device: str, precision: str | None = N
         from .standin import StandIn
 
         if name != "medsam":
-            raise ValueError(f"a stand-in model ({stand_in}) replaces a box-prompted medsam backend, not segmenter {name!r}")
+            raise ValueError(
+                f"a stand-in model ({stand_in}) replaces a box-prompted medsam backend, not segmenter {name!r}"
+            )
         return StandIn(stand_in, backend, device)
     precision = precision or DEFAULT_PRECISION.get(backend, "bf16")
     if name == "sam":
@@ -70,7 +72,10 @@ def build_segmenter(name: str, cfg: dict, device: str, precision: str | None = N
             from .medsam_vitb import MedSAMViTB
 
             return MedSAMViTB(
-                checkpoint=cfg.get("checkpoint"), device=device, threshold=cfg["mask_threshold"], arch=cfg.get("arch"),
+                checkpoint=cfg.get("checkpoint"),
+                device=device,
+                threshold=cfg["mask_threshold"],
+                arch=cfg.get("arch"),
                 precision=precision,
             )
         raise ValueError(f"segment.medsam.backend: unknown backend {cfg['backend']!r}; known: {MEDSAM_BACKENDS}")

@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from ..atomic import atomic_path
@@ -33,7 +34,7 @@ from ..errors import LoclensError
 from ..provenance import sha256_file
 
 #: Official checkpoints by (segmenter, model type), with their published sha256.
-KNOWN_SOURCES = {
+KNOWN_SOURCES: dict[tuple[str, str], dict[str, Any]] = {
     ("sam", "vit_b"): {
         "url": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
         "sha256": "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
@@ -160,7 +161,9 @@ def weights(segmenter: str, cfg: dict, resources: str | Path) -> Weights:
         return Weights(PACKAGED)
     spec = download_spec(segmenter, cfg)
     if spec is None:
-        raise CheckpointError(f"segment.{segmenter} ({variant(segmenter, cfg)}) has no checkpoint: {_how_to_get(segmenter, cfg, None)}")
+        raise CheckpointError(
+            f"segment.{segmenter} ({variant(segmenter, cfg)}) has no checkpoint: {_how_to_get(segmenter, cfg, None)}"
+        )
     return Weights(DOWNLOADED, Path(resources) / "checkpoints" / spec_filename(spec), spec)
 
 
@@ -200,7 +203,9 @@ def _download_url(url: str, tmp: Path, dest: Path, timeout: float) -> str:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return _copy_hashing(resp, tmp)
     except urllib.error.HTTPError as exc:
-        raise CheckpointError(f"could not download {url}: HTTP {exc.code} {exc.reason}. {_offline_hint(dest)}") from None
+        raise CheckpointError(
+            f"could not download {url}: HTTP {exc.code} {exc.reason}. {_offline_hint(dest)}"
+        ) from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise CheckpointError(f"could not download {url}: {reason}. {_offline_hint(dest)}") from None
@@ -214,7 +219,8 @@ def _download_hf(hf: dict, tmp: Path, dest: Path) -> str:
     except Exception as exc:  # offline mode, missing repo or file, network: all mean "not fetched"
         raise CheckpointError(
             f"could not fetch {hf['filename']} from the Hugging Face repo {hf['repo_id']}"
-            + (f" at revision {hf['revision']}" if hf.get("revision") else "") + ": "
+            + (f" at revision {hf['revision']}" if hf.get("revision") else "")
+            + ": "
             f"{exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0].rstrip('.')}. {_offline_hint(dest)}"
         ) from None
     with open(cached, "rb") as src:
@@ -235,7 +241,6 @@ def fetch(spec: dict, dest: str | Path, timeout: float = 60.0) -> str:
                 f"{spec_source(spec)}: sha256 {got} does not match the expected {expected}; the download was discarded"
             )
     return got
-
 
 
 #: Weights files of a transformers model folder, in the order transformers prefers them.

@@ -7,7 +7,6 @@ import time
 
 import torch
 
-
 #: ``bf16``: bf16 autocast on CUDA (tensor cores, half the memory traffic), full precision on
 #: the CPU, where bf16 is usually slower. ``fp32``: full precision everywhere (the naive baseline).
 PRECISIONS = ("bf16", "fp32")

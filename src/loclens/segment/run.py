@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 # The prompt sources' image libraries, imported with the segment job rather than while its
 # first image is prompted (prompts.py defers them so that loading the workflow stays light).
 import scipy.ndimage  # noqa: F401
@@ -119,7 +120,11 @@ def image_masks(segmenter, enc, image: np.ndarray, prompts: list[Prompt] | None,
 
 
 def entries_from_counts(
-    segmenter, counts: list[list[int]], scores: np.ndarray, prompts: list[Prompt], working_hw: tuple[int, int],
+    segmenter,
+    counts: list[list[int]],
+    scores: np.ndarray,
+    prompts: list[Prompt],
+    working_hw: tuple[int, int],
     size: tuple[int, int],
 ) -> list[dict]:
     """``mask_entries`` from masks already run-length encoded at ``size`` (``device_rle_counts``);
@@ -132,11 +137,15 @@ def entries_from_counts(
     ]
 
 
-def post_process(segmenter, masks: torch.Tensor, scores: torch.Tensor, prompts: list[Prompt], size: tuple[int, int]) -> list[dict]:
+def post_process(
+    segmenter, masks: torch.Tensor, scores: torch.Tensor, prompts: list[Prompt], size: tuple[int, int]
+) -> list[dict]:
     """Mask entries of one image's boolean masks (N x h x w) where they are: run-length encoded
     (and scaled to ``size``) on their device, only the run lengths copied back."""
     counts = device_rle_counts(masks, size)
-    return entries_from_counts(segmenter, counts, scores.float().cpu().numpy(), prompts, (int(masks.shape[1]), int(masks.shape[2])), size)
+    return entries_from_counts(
+        segmenter, counts, scores.float().cpu().numpy(), prompts, (int(masks.shape[1]), int(masks.shape[2])), size
+    )
 
 
 @dataclass(frozen=True)
@@ -216,8 +225,14 @@ class _ImageMasks:
 
 
 def segment_images(
-    segmenter, rows: list[dict], cfg: dict, context_masks: dict | None = None, progress: bool = True,
-    workers: int | None = None, threads: int | None = None, post_on_device: bool | None = None,
+    segmenter,
+    rows: list[dict],
+    cfg: dict,
+    context_masks: dict | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+    threads: int | None = None,
+    post_on_device: bool | None = None,
 ) -> list[dict]:
     """Masks for each image row, in order. Loader processes decode, prompt and preprocess
     images while the model works on earlier ones; masks are post-processed on the device (CUDA)
@@ -257,8 +272,12 @@ def segment_images(
             for row, g, image, enc in zip(chunk, got, images, encoded):
                 d0 = segmenter.timings["decoder"]
                 result = after.submit(enc, image, g["prompts"], (row["height"], row["width"]))
-                record = {"image_id": row["image_id"], "masks": None, "encoder_seconds": enc_each,
-                          "decoder_seconds": segmenter.timings["decoder"] - d0}
+                record = {
+                    "image_id": row["image_id"],
+                    "masks": None,
+                    "encoder_seconds": enc_each,
+                    "decoder_seconds": segmenter.timings["decoder"] - d0,
+                }
                 pending.append((record, result))
                 collect(after.pool.limit)
         collect(0)
@@ -289,8 +308,16 @@ def write_masks(path, results: list[dict], info: dict) -> None:
 
 
 def run_segment_shard(
-    segmenter_name: str, cfg: dict, rows: list[dict], out_path, device: str = "auto", context_masks: dict | None = None,
-    stand_in: str | None = None, workers: int | None = None, threads: int | None = None, set_torch_threads: bool = False,
+    segmenter_name: str,
+    cfg: dict,
+    rows: list[dict],
+    out_path,
+    device: str = "auto",
+    context_masks: dict | None = None,
+    stand_in: str | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    set_torch_threads: bool = False,
 ) -> dict:
     """Segment the unique images of ``rows`` and write ``out_path``; returns timing figures.
     The model is loaded once and kept for the whole shard. ``threads``: the job's cores (None:

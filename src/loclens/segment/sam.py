@@ -92,7 +92,6 @@ class _EmbeddingPredictor(SamPredictor):
         self.features = self.features.float()
 
 
-
 class BatchedRleGenerator(SamAutomaticMaskGenerator):
     """``SamAutomaticMaskGenerator`` whose point batches are run-length encoded in one pass on
     the device. The library's ``mask_to_rle_pytorch`` selects each mask's run boundaries with a
@@ -184,7 +183,10 @@ class SamAutomatic:
         """Embeddings of a batch of images in one encoder call (SAM's normalisation and padding)."""
         prepped = prepared if prepared is not None else [self.prepare(img) for img in images]
         batch = torch.cat(
-            [self.net.preprocess(torch.as_tensor(p, device=self.device).permute(2, 0, 1)[None].float()) for p in prepped]
+            [
+                self.net.preprocess(torch.as_tensor(p, device=self.device).permute(2, 0, 1)[None].float())
+                for p in prepped
+            ]
         )
         with timed(self.timings, "encoder", self.device), autocast(self.device, self.precision):
             features = self.net.image_encoder(batch).float()

@@ -38,7 +38,10 @@ _RENAMES = [
     ("prompt_encoder.mask_embed.layer_norm2.", "prompt_encoder.mask_downscaling.4."),
     ("prompt_encoder.mask_embed.conv3.", "prompt_encoder.mask_downscaling.6."),
     ("prompt_encoder.point_embed.", "prompt_encoder.point_embeddings."),
-    ("prompt_encoder.shared_embedding.positional_embedding", "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"),
+    (
+        "prompt_encoder.shared_embedding.positional_embedding",
+        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
+    ),
 ]
 #: The image-side copy of the prompt encoder's positional matrix (one tensor, stored twice
 #: or, when a saver drops tied weights, only here).
@@ -46,7 +49,9 @@ SHARED_PE = "shared_image_embedding.positional_embedding"
 SAM_PE = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 #: segment_anything's MLP heads (``layers.0..n-1``) are ``proj_in``, ``layers.0..n-3`` and
 #: ``proj_out`` in transformers.
-_MLP_HEAD = re.compile(r"^(mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+))\.(proj_in|proj_out|layers\.(\d+))\.(.+)$")
+_MLP_HEAD = re.compile(
+    r"^(mask_decoder\.(?:iou_prediction_head|output_hypernetworks_mlps\.\d+))\.(proj_in|proj_out|layers\.(\d+))\.(.+)$"
+)
 
 
 def is_transformers_sam(state: dict) -> bool:

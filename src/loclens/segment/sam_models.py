@@ -43,12 +43,27 @@ COMMON = {
 
 #: The published image encoders by model type (MedSAM ViT-B uses ``vit_b``).
 ARCHS = {
-    "vit_b": {**COMMON, "encoder_embed_dim": 768, "encoder_depth": 12, "encoder_num_heads": 12,
-              "encoder_global_attn_indexes": [2, 5, 8, 11]},
-    "vit_l": {**COMMON, "encoder_embed_dim": 1024, "encoder_depth": 24, "encoder_num_heads": 16,
-              "encoder_global_attn_indexes": [5, 11, 17, 23]},
-    "vit_h": {**COMMON, "encoder_embed_dim": 1280, "encoder_depth": 32, "encoder_num_heads": 16,
-              "encoder_global_attn_indexes": [7, 15, 23, 31]},
+    "vit_b": {
+        **COMMON,
+        "encoder_embed_dim": 768,
+        "encoder_depth": 12,
+        "encoder_num_heads": 12,
+        "encoder_global_attn_indexes": [2, 5, 8, 11],
+    },
+    "vit_l": {
+        **COMMON,
+        "encoder_embed_dim": 1024,
+        "encoder_depth": 24,
+        "encoder_num_heads": 16,
+        "encoder_global_attn_indexes": [5, 11, 17, 23],
+    },
+    "vit_h": {
+        **COMMON,
+        "encoder_embed_dim": 1280,
+        "encoder_depth": 32,
+        "encoder_num_heads": 16,
+        "encoder_global_attn_indexes": [7, 15, 23, 31],
+    },
 }
 
 #: SAM's pixel normalisation (ImageNet statistics on 0..255), as in build_sam.py.
@@ -123,5 +138,7 @@ def load_sam_network(model_type: str, checkpoint: str | Path, overrides: dict | 
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # missing, unexpected or mis-shaped keys
         where = f" with arch overrides {overrides}" if overrides else ""
-        raise CheckpointError(f"{checkpoint}: does not fit the {model_type} architecture{where}: {str(exc)[:600]}") from None
+        raise CheckpointError(
+            f"{checkpoint}: does not fit the {model_type} architecture{where}: {str(exc)[:600]}"
+        ) from None
     return net

@@ -43,7 +43,9 @@ def parse(spec: str) -> tuple[float, float]:
     """``null:ENC[+DEC]`` -> (encoder, decoder) latency in seconds."""
     match = _SPEC.match(spec)
     if not match:
-        raise ValueError(f"--model {spec!r}: expected null:ENC or null:ENC+DEC (milliseconds), e.g. null:20 or null:18.5+13.2")
+        raise ValueError(
+            f"--model {spec!r}: expected null:ENC or null:ENC+DEC (milliseconds), e.g. null:20 or null:18.5+13.2"
+        )
     return float(match.group(1)) / 1000, float(match.group(2) or 0) / 1000
 
 

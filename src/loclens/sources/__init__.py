@@ -9,9 +9,9 @@ the reader takes, which question-type vocabulary its metadata uses (for localiza
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .base import IngestResult, Reject, SourceError
 from .hf_parquet import input_files as hf_parquet_inputs

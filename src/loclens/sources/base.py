@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from ..errors import LoclensError
 from ..imageio import ImageError, probe, read_bytes
@@ -183,7 +183,9 @@ def load_image_record(dataset: str, root: Path, image_dir: Path, relative: str) 
     )
 
 
-def load_json_list(path: Path, what: str, error: type[ValueError] = SourceError, keep_undecodable: bool = False) -> list:
+def load_json_list(
+    path: Path, what: str, error: type[ValueError] = SourceError, keep_undecodable: bool = False
+) -> list:
     """A JSON list from ``path`` (UTF-8, BOM tolerated); ``error`` naming the file otherwise.
 
     ``keep_undecodable`` (for lists of QA records): bytes that are not UTF-8 are kept as

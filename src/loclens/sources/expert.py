@@ -127,7 +127,7 @@ def read_boxes(path: Path, width: int, height: int) -> list[dict]:
         where = f"{path}[{index}]"
         if not isinstance(item, dict) or len(item) != 1:
             raise AnnotationError(f"{where}: expected a single-key object {{organ: [x, y, w, h]}}, got {item!r}")
-        (label, box), = item.items()
+        ((label, box),) = item.items()
         if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
             raise AnnotationError(f"{where}: box of {label!r} must be 4 numbers [x, y, w, h], got {box!r}")
         x, y, w, h = (float(v) for v in box)

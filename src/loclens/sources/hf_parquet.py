@@ -33,7 +33,14 @@ from ..provenance import image_id_from_bytes, sha256_bytes
 from .base import QA, ImageRecord, IngestResult, Reject, SourceError, normalise_answer_type, safe_join
 
 DEFAULT_COLUMNS = {"image": "image", "question": "question", "answer": "answer"}
-SPLIT_NAMES = {"train": "train", "test": "test", "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation"}
+SPLIT_NAMES = {
+    "train": "train",
+    "test": "test",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+}
 _SPLIT = re.compile(r"^(train|test|validation|valid|val|dev)(?:[-_.]|$)", re.I)
 YES_NO = {"yes", "no"}
 ROWS_PER_BATCH = 64
@@ -42,7 +49,9 @@ ROWS_PER_BATCH = 64
 def parquet_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
-    return sorted(p for p in root.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p for p in root.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def input_files(root: Path) -> list[Path]:
@@ -52,7 +61,9 @@ def input_files(root: Path) -> list[Path]:
 def split_of(path: Path) -> str:
     match = _SPLIT.match(path.name)
     if not match:
-        raise SourceError(f"{path}: cannot tell the split from the file name (expected train-*, test-* or validation-*)")
+        raise SourceError(
+            f"{path}: cannot tell the split from the file name (expected train-*, test-* or validation-*)"
+        )
     return SPLIT_NAMES[match.group(1).lower()]
 
 
@@ -123,7 +134,9 @@ def read_hf_parquet(root, dataset: str = "hf_parquet", unpack_dir=None, columns:
         names = set(pf.schema_arrow.names)
         needed = [cols[k] for k in ("image", "question", "answer")]
         if not set(needed) <= names:
-            raise SourceError(f"{path}: missing column(s) {sorted(set(needed) - names)}; has {sorted(names)} (set datasets.<name>.columns)")
+            raise SourceError(
+                f"{path}: missing column(s) {sorted(set(needed) - names)}; has {sorted(names)} (set datasets.<name>.columns)"
+            )
         index = 0
         for batch in pf.iter_batches(batch_size=ROWS_PER_BATCH):
             for row in batch.to_pylist():
@@ -131,10 +144,7 @@ def read_hf_parquet(root, dataset: str = "hf_parquet", unpack_dir=None, columns:
                 qid = str(row["qid"]) if row.get("qid") is not None else where
                 index += 1
                 total += 1
-                extra = {
-                    k: v for k, v in row.items()
-                    if k not in known and not isinstance(v, (bytes, bytearray, dict))
-                }
+                extra = {k: v for k, v in row.items() if k not in known and not isinstance(v, (bytes, bytearray, dict))}
                 extra["source_row"] = where
                 record = {k: v for k, v in row.items() if k != cols["image"] and not isinstance(v, (bytes, bytearray))}
                 if qid in seen_qids:

@@ -93,7 +93,9 @@ def _parse_qa(rec: dict, split: str) -> tuple[QA, str]:
     img_name = str(rec["img_name"]).replace("\\", "/").strip()
     match = _IMG_NAME.match(img_name)
     if not match or int(match.group(1)) != img_id:
-        raise ValueError(f"img_name {rec['img_name']!r} does not match img_id {img_id} (expected xmlab{img_id}/source.jpg)")
+        raise ValueError(
+            f"img_name {rec['img_name']!r} does not match img_id {img_id} (expected xmlab{img_id}/source.jpg)"
+        )
     question = normalise_question(rec["question"])
     answer = normalise_answer(rec["answer"])  # rejects empty answers
     answer_type = normalise_answer_type(rec["answer_type"])
@@ -171,7 +173,7 @@ def _collect(dataset: str, root: Path) -> tuple[dict[str, list[QA]], list[Reject
     for split, path in split_files(root):
         records = load_json_list(path, "QA records", keep_undecodable=True)
         total += len(records)
-        rejects += group_records(dataset, records, path.name, lambda rec: _parse_qa(rec, split), seen, by_file)
+        rejects += group_records(dataset, records, path.name, functools.partial(_parse_qa, split=split), seen, by_file)
     return by_file, rejects, total
 
 
@@ -200,7 +202,7 @@ def read_slake(root, dataset: str = "slake", unpack_dir=None) -> IngestResult:
 
     # mask.txt is read (and must exist) only when some image has a mask.png.
     class_names = functools.cache(lambda: read_class_names(root / CLASS_NAMES))
-    ordered = {f: by_file[f] for f in sorted(by_file, key=lambda f: int(f.split("/")[0][len("xmlab"):]))}
+    ordered = {f: by_file[f] for f in sorted(by_file, key=lambda f: int(f.split("/")[0][len("xmlab") :]))}
     images, image_rejects = load_images(dataset, base, images_root, ordered)
     rejects += image_rejects
     for image in images.values():

@@ -111,7 +111,9 @@ def _parse(rec: dict) -> tuple[QA, str]:
     return _parse_qa(rec), str(rec["image_name"])
 
 
-def read_vqa_rad(root, dataset: str = "vqa_rad", json_name: str = JSON_NAME, image_dir: str = IMAGE_DIR) -> IngestResult:
+def read_vqa_rad(
+    root, dataset: str = "vqa_rad", json_name: str = JSON_NAME, image_dir: str = IMAGE_DIR
+) -> IngestResult:
     root = Path(root)
     json_path = root / json_name
     records = _load_json(json_path)

@@ -50,6 +50,18 @@ def load_model(folder, device: str = "cpu"):
 
 
 __all__ = [
-    "PHASES", "Release", "ReleaseDataset", "ReleaseError", "ReleaseStream", "align_text", "build_model", "dcl_loss",
-    "default_settings", "info_nce_loss", "load_model", "open_release", "qa_text", "train",
+    "PHASES",
+    "Release",
+    "ReleaseDataset",
+    "ReleaseError",
+    "ReleaseStream",
+    "align_text",
+    "build_model",
+    "dcl_loss",
+    "default_settings",
+    "info_nce_loss",
+    "load_model",
+    "open_release",
+    "qa_text",
+    "train",
 ]

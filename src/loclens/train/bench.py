@@ -22,8 +22,14 @@ from .reader import open_release
 def _stream(settings: dict, release, phase: str, model, epoch: int = 0) -> ReleaseStream:
     stream = ReleaseStream(
         open_release(release, settings["split"], settings["datasets"]) if isinstance(release, str) else release,
-        phase, settings["batch_size"], model.collate, seed=settings["seed"], views=settings["views"],
-        views_per_sample=settings["views_per_sample"], transform=model.prepare, shuffle_units=settings["shuffle_units"],
+        phase,
+        settings["batch_size"],
+        model.collate,
+        seed=settings["seed"],
+        views=settings["views"],
+        views_per_sample=settings["views_per_sample"],
+        transform=model.prepare,
+        shuffle_units=settings["shuffle_units"],
     )
     stream.set_epoch(epoch)
     return stream
@@ -52,8 +58,15 @@ def reader_throughput(release, n: int, settings: dict, phase: str = "align", mod
     for batch in batches:
         count += len(batch["keys"])
     seconds = time.perf_counter() - t0
-    return {"what": "reader", "phase": phase, "samples": count, "seconds": seconds, "samples_per_s": count / seconds,
-            "num_workers": settings["num_workers"], "batch_size": settings["batch_size"]}
+    return {
+        "what": "reader",
+        "phase": phase,
+        "samples": count,
+        "seconds": seconds,
+        "samples_per_s": count / seconds,
+        "num_workers": settings["num_workers"],
+        "batch_size": settings["batch_size"],
+    }
 
 
 def train_step_throughput(release, n_steps: int, settings: dict, phase: str = "align", model=None) -> dict:
@@ -86,7 +99,14 @@ def train_step_throughput(release, n_steps: int, settings: dict, phase: str = "a
     if env.device.type == "cuda":
         torch.cuda.synchronize(env.device)
     seconds = time.perf_counter() - t0
-    return {"what": "train_step", "phase": phase, "samples": count, "seconds": seconds, "samples_per_s": count / seconds,
-            "device": str(env.device), "batch_size": settings["batch_size"],
-            "vision": settings["vlm"]["model"] if settings["model"] == "vlm" else settings["vision"]["backend"],
-            "pixel_shuffle": settings["connector"]["pixel_shuffle"]}
+    return {
+        "what": "train_step",
+        "phase": phase,
+        "samples": count,
+        "seconds": seconds,
+        "samples_per_s": count / seconds,
+        "device": str(env.device),
+        "batch_size": settings["batch_size"],
+        "vision": settings["vlm"]["model"] if settings["model"] == "vlm" else settings["vision"]["backend"],
+        "pixel_shuffle": settings["connector"]["pixel_shuffle"],
+    }

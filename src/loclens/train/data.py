@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
@@ -86,7 +86,9 @@ class _UnitCache:
 class _Samples:
     """Shared by both datasets: which samples exist, and how one is made."""
 
-    def __init__(self, release: Release, phase: str, seed: int, views, views_per_sample: int, transform, cache_units: int):
+    def __init__(
+        self, release: Release, phase: str, seed: int, views, views_per_sample: int, transform, cache_units: int
+    ):
         unknown = set(views) - set(VIEW_COLUMNS)
         if unknown:
             raise ValueError(f"unknown lens view column(s) {sorted(unknown)}; known: {VIEW_COLUMNS}")
@@ -115,8 +117,16 @@ class _Samples:
 class ReleaseDataset(Dataset):
     """Map-style: every sample of a release split, in (unit, row, question) order."""
 
-    def __init__(self, release: Release, phase: str, seed: int = 0, views=VIEW_COLUMNS, views_per_sample: int = 2,
-                 transform: Transform | None = None, cache_units: int = 4):
+    def __init__(
+        self,
+        release: Release,
+        phase: str,
+        seed: int = 0,
+        views=VIEW_COLUMNS,
+        views_per_sample: int = 2,
+        transform: Transform | None = None,
+        cache_units: int = 4,
+    ):
         self.samples = _Samples(release, phase, seed, views, views_per_sample, transform, cache_units)
         self.index = [ref for refs in self.samples.refs for ref in refs]
 
@@ -137,13 +147,26 @@ class ReleaseStream(IterableDataset):
     each epoch (``skip_batches`` resumes mid-epoch without decoding the skipped batches).
     """
 
-    def __init__(self, release: Release, phase: str, batch_size: int, collate: Callable[[list[dict]], dict],
-                 seed: int = 0, views=VIEW_COLUMNS, views_per_sample: int = 2, transform: Transform | None = None,
-                 rank: int = 0, world_size: int = 1, shuffle_units: int = 4):
+    def __init__(
+        self,
+        release: Release,
+        phase: str,
+        batch_size: int,
+        collate: Callable[[list[dict]], dict],
+        seed: int = 0,
+        views=VIEW_COLUMNS,
+        views_per_sample: int = 2,
+        transform: Transform | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_units: int = 4,
+    ):
         self.samples = _Samples(release, phase, seed, views, views_per_sample, transform, cache_units=shuffle_units)
         self.counts = [len(r) for r in self.samples.refs]
         if sum(self.counts) < world_size:
-            raise ValueError(f"{release.location}: {sum(self.counts)} samples cannot be shared by {world_size} processes")
+            raise ValueError(
+                f"{release.location}: {sum(self.counts)} samples cannot be shared by {world_size} processes"
+            )
         self.batch_size, self.collate = batch_size, collate
         self.rank, self.world_size, self.shuffle_units = rank, world_size, shuffle_units
         self.skip_batches = 0
@@ -175,6 +198,7 @@ class ReleaseStream(IterableDataset):
         """This worker's batches. From the start of an epoch, its own row groups; resuming after
         ``skip_batches``, the rest of the epoch's DataLoader order dealt out again so that a
         fresh DataLoader (which starts again at worker 0) yields exactly that rest."""
+
         def batches(order):
             return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 

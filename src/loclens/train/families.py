@@ -62,8 +62,13 @@ def adapted_projection(native: nn.Linear, channels: int, r: int) -> nn.Linear:
     if s2 * channels != native.in_features:
         raise ValueError(f"projection input width {native.in_features} is not a multiple of {channels} channels")
     per_channel = native.weight.detach().reshape(native.out_features, s2, channels).sum(dim=1)
-    new = nn.Linear(channels * r * r, native.out_features, bias=native.bias is not None,
-                    device=native.weight.device, dtype=native.weight.dtype)
+    new = nn.Linear(
+        channels * r * r,
+        native.out_features,
+        bias=native.bias is not None,
+        device=native.weight.device,
+        dtype=native.weight.dtype,
+    )
     with torch.no_grad():
         new.weight.copy_((per_channel / (r * r)).repeat(1, r * r))
         if native.bias is not None:
@@ -216,6 +221,8 @@ FAMILIES: dict[str, type[Family]] = {t: cls for cls in (Idefics3Family, LlavaFam
 def family_for(model, processor, factor: int, pixel_shuffle: bool) -> Family:
     model_type = model.config.model_type
     if model_type not in FAMILIES:
-        raise ValueError(f"model type {model_type!r} has no lens adapter; supported: {sorted(FAMILIES)} "
-                         "(a new family is one Family subclass in loclens.train.families)")
+        raise ValueError(
+            f"model type {model_type!r} has no lens adapter; supported: {sorted(FAMILIES)} "
+            "(a new family is one Family subclass in loclens.train.families)"
+        )
     return FAMILIES[model_type](model, processor, factor, pixel_shuffle)

@@ -94,11 +94,19 @@ def run_identity(settings: dict, phase: str, release: str, init, world_size: int
     """Hash of everything that shapes a run's trajectory; a checkpoint resumes only under the same."""
     kept = {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES and k not in PHASES}
     phase_cfg = {k: v for k, v in settings[phase].items() if k not in RESUMABLE_CHANGES}
-    return config_hash({"settings": kept, "phase": phase, "phase_cfg": phase_cfg, "release": str(release),
-                        "init": str(init) if init else None, "world_size": world_size})
+    return config_hash(
+        {
+            "settings": kept,
+            "phase": phase,
+            "phase_cfg": phase_cfg,
+            "release": str(release),
+            "init": str(init) if init else None,
+            "world_size": world_size,
+        }
+    )
 
 
-def _resume_point(out_dir: Path, identity: str, env: "Dist") -> Path | None:
+def _resume_point(out_dir: Path, identity: str, env: Dist) -> Path | None:
     """The newest checkpoint of this very run; checkpoints of other settings are set aside."""
     existing = ckpt.list_checkpoints(out_dir)
     theirs = json.loads((existing[-1] / ckpt.STATE_FILE).read_text()).get("identity") if existing else None
@@ -159,8 +167,9 @@ def plot_losses(path: Path, rows: list[dict], phase: str) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: str | Path | None = None,
-          progress: bool = True) -> dict:
+def train(
+    settings: dict, phase: str, release: str, out_dir: str | Path, init: str | Path | None = None, progress: bool = True
+) -> dict:
     """Train one phase. ``settings`` is the ``train:`` config section plus ``seed``.
 
     ``init`` is a model folder to start from (phase 2 starts from phase 1's ``final``). A
@@ -176,9 +185,17 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
     model.to(env.device)
     optimizer = make_optimizer(model, settings, phase)
     stream = ReleaseStream(
-        open_release(release, settings["split"], settings["datasets"]), phase, settings["batch_size"],
-        model.collate, seed=settings["seed"], views=settings["views"], views_per_sample=settings["views_per_sample"],
-        transform=model.prepare, rank=env.rank, world_size=env.world_size, shuffle_units=settings["shuffle_units"],
+        open_release(release, settings["split"], settings["datasets"]),
+        phase,
+        settings["batch_size"],
+        model.collate,
+        seed=settings["seed"],
+        views=settings["views"],
+        views_per_sample=settings["views_per_sample"],
+        transform=model.prepare,
+        rank=env.rank,
+        world_size=env.world_size,
+        shuffle_units=settings["shuffle_units"],
     )
     accum = settings["grad_accum"]
     steps_per_epoch = stream.batches_per_epoch() // accum
@@ -204,8 +221,9 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[env.device.index] if env.device.type == "cuda" else None
         )
-    loader = DataLoader(stream, batch_size=None, num_workers=settings["num_workers"],
-                        pin_memory=env.device.type == "cuda")
+    loader = DataLoader(
+        stream, batch_size=None, num_workers=settings["num_workers"], pin_memory=env.device.type == "cuda"
+    )
     model.train()
     bar = tqdm(total=total, initial=state["step"], desc=f"train {phase}", disable=not (progress and env.main))
     t0 = time.perf_counter()
@@ -217,7 +235,7 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
             for micro in range(accum):
                 batch = next(batches)
                 sync = micro == accum - 1 or env.world_size == 1
-                with (nullcontext() if sync else net.no_sync()), _autocast(env.device):
+                with nullcontext() if sync else net.no_sync(), _autocast(env.device):
                     loss = net(batch, phase_cfg["loss"], phase_cfg["temperature"])
                 (loss / accum).backward()
                 loss_sum += loss.item() / accum
@@ -227,8 +245,15 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
             state["step"] += 1
             state["batch"] += accum
             loss_mean = _mean_over_ranks(loss_sum, env)
-            rows.append({"step": state["step"], "epoch": state["epoch"], "loss": f"{loss_mean:.6f}",
-                         "samples": samples * env.world_size, "seconds": f"{time.perf_counter() - t0:.3f}"})
+            rows.append(
+                {
+                    "step": state["step"],
+                    "epoch": state["epoch"],
+                    "loss": f"{loss_mean:.6f}",
+                    "samples": samples * env.world_size,
+                    "seconds": f"{time.perf_counter() - t0:.3f}",
+                }
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{loss_mean:.4f}")
             if state["step"] % settings["checkpoint_every"] == 0 or state["step"] == total:
@@ -242,8 +267,14 @@ def train(settings: dict, phase: str, release: str, out_dir: str | Path, init: s
         write_losses(out_dir, rows, phase)
     if env.world_size > 1:
         dist.barrier()
-    return {"phase": phase, "steps": state["step"], "losses": [float(r["loss"]) for r in rows],
-            "rank": env.rank, "world_size": env.world_size, "model": model}
+    return {
+        "phase": phase,
+        "steps": state["step"],
+        "losses": [float(r["loss"]) for r in rows],
+        "rank": env.rank,
+        "world_size": env.world_size,
+        "model": model,
+    }
 
 
 def _mean_over_ranks(value: float, env: Dist) -> float:

@@ -108,8 +108,9 @@ class LensAligner(nn.Module):
                 return tower(inputs)
         return tower(inputs)
 
-    def encode_image(self, pixels: torch.Tensor, view_ids: torch.Tensor | None = None,
-                     present: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_image(
+        self, pixels: torch.Tensor, view_ids: torch.Tensor | None = None, present: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """pixels (B, V, 3, H, W) with the original in slot 0, or (B, 3, H, W) originals only
         (inference) -> L2-normalised (B, embed)."""
         if pixels.ndim == 4:

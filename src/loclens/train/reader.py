@@ -125,8 +125,9 @@ def open_release(location: str | os.PathLike, split: str = "train", datasets: li
     return open_release_on(fs, root, split, datasets, location)
 
 
-def open_release_on(fs, root: str, split: str = "train", datasets: list[str] | None = None,
-                    location: str | None = None) -> Release:
+def open_release_on(
+    fs, root: str, split: str = "train", datasets: list[str] | None = None, location: str | None = None
+) -> Release:
     """``open_release`` on any fsspec filesystem (None: local paths read by pyarrow directly)."""
     location = location or root
     try:

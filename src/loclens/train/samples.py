@@ -21,7 +21,15 @@ from .reader import Release, decode_image
 
 PHASES = ("align", "vqa")
 #: Columns a sample needs, nested leaves spelled as pyarrow reads them.
-TEXT_COLUMNS = ["image_id", "dataset", "modality", "body_region", "masks.list.element.segmenter", "masks.list.element.label", "qa"]
+TEXT_COLUMNS = [
+    "image_id",
+    "dataset",
+    "modality",
+    "body_region",
+    "masks.list.element.segmenter",
+    "masks.list.element.label",
+    "qa",
+]
 #: Masks from this segmenter carry organ names as labels.
 ORGAN_LABEL_SEGMENTER = "expert"
 #: QA of this question type answer with organ words (VQA-RAD).

@@ -78,8 +78,9 @@ class LensFusion(nn.Module):
 def _lora(module: nn.Module, cfg: dict) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
-    config = LoraConfig(r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"],
-                        target_modules=list(cfg["target_modules"]))
+    config = LoraConfig(
+        r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"], target_modules=list(cfg["target_modules"])
+    )
     inject_adapter_in_model(config, module)
 
 
@@ -116,14 +117,18 @@ class VLMLens(nn.Module):
 
     # -- components --------------------------------------------------------------------------
     def vision_module(self) -> nn.Module:
-        prefix = self.family.vision_prefixes[0][len("model."):].rstrip(".")
+        prefix = self.family.vision_prefixes[0][len("model.") :].rstrip(".")
         return self.model.get_submodule(prefix)
 
     def component(self, name: str) -> str:
         f = self.family
-        for comp, prefixes in (("fusion", ("fusion.",)), ("heads", ("image_head.", "text_head.")),
-                               ("vision", f.vision_prefixes), ("connector", f.connector_prefixes),
-                               ("lm", f.lm_prefixes)):
+        for comp, prefixes in (
+            ("fusion", ("fusion.",)),
+            ("heads", ("image_head.", "text_head.")),
+            ("vision", f.vision_prefixes),
+            ("connector", f.connector_prefixes),
+            ("lm", f.lm_prefixes),
+        ):
             if name.startswith(prefixes):
                 return comp
         raise ValueError(f"parameter {name!r} belongs to no lens component")
@@ -155,8 +160,10 @@ class VLMLens(nn.Module):
         for name, p in self.named_parameters():
             if p.requires_grad:
                 groups.setdefault(self.component(name), []).append(p)
-        return [{"params": ps, "lr": lrs.get(c) or lr, "weight_decay": weight_decay, "component": c}
-                for c, ps in groups.items()]
+        return [
+            {"params": ps, "lr": lrs.get(c) or lr, "weight_decay": weight_decay, "component": c}
+            for c, ps in groups.items()
+        ]
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _saved(self, name: str) -> bool:
@@ -185,8 +192,13 @@ class VLMLens(nn.Module):
         self.load_state_dict(state, strict=False)
 
     def spec(self) -> dict:
-        return {"kind": self.kind, **self.source, "path": self.path, "family": type(self.family).__name__,
-                "image_tokens": self.family.n_image_tokens}
+        return {
+            "kind": self.kind,
+            **self.source,
+            "path": self.path,
+            "family": type(self.family).__name__,
+            "image_tokens": self.family.n_image_tokens,
+        }
 
     # -- data side (DataLoader workers) -----------------------------------------------------------
     def _prompt(self, question: str, answer: str | None) -> str:
@@ -200,7 +212,9 @@ class VLMLens(nn.Module):
         text = self.processor.apply_chat_template(messages, add_generation_prompt=answer is None)
         placeholder = self.processor.image_token
         if text.count(placeholder) != 1:
-            raise ValueError(f"{self.path}: the chat template renders {text.count(placeholder)} image placeholders, not 1")
+            raise ValueError(
+                f"{self.path}: the chat template renders {text.count(placeholder)} image placeholders, not 1"
+            )
         return text.replace(placeholder, self.family.image_prompt())
 
     def _ids(self, text: str) -> list[int]:
@@ -213,7 +227,9 @@ class VLMLens(nn.Module):
         full, prefix = self._ids(self._prompt(question, answer)), self._ids(self._prompt(question, None))
         n_prefix = next((k for k, (a, b) in enumerate(zip(prefix, full)) if a != b), len(prefix))
         if len(full) > self.max_length:
-            raise ValueError(f"a question-answer turn needs {len(full)} tokens, over train.vlm.max_length={self.max_length}")
+            raise ValueError(
+                f"a question-answer turn needs {len(full)} tokens, over train.vlm.max_length={self.max_length}"
+            )
         return full, [IGNORE] * n_prefix + full[n_prefix:]
 
     def prepare(self, sample: dict) -> dict:
@@ -236,8 +252,14 @@ class VLMLens(nn.Module):
                 vision[k][i, :n] = t
             present[i, :n] = True
             view_ids[i, :n] = torch.tensor([IMAGE_COLUMNS.index(c) for c in s["columns"]])
-        batch = {"vision": vision, "present": present, "view_ids": view_ids, "texts": [s["text"] for s in samples],
-                 "image_ids": [s["image_id"] for s in samples], "keys": [s["key"] for s in samples]}
+        batch = {
+            "vision": vision,
+            "present": present,
+            "view_ids": view_ids,
+            "texts": [s["text"] for s in samples],
+            "image_ids": [s["image_id"] for s in samples],
+            "keys": [s["key"] for s in samples],
+        }
         if "input_ids" in samples[0]:
             batch.update(self._pad([s["input_ids"] for s in samples], [s["labels"] for s in samples], left=False))
         return batch
@@ -246,8 +268,10 @@ class VLMLens(nn.Module):
         pad = self.processor.tokenizer.pad_token_id
         pad = 0 if pad is None else pad
         width = max(len(x) for x in ids)
-        out = {"input_ids": torch.full((len(ids), width), pad, dtype=torch.long),
-               "attention_mask": torch.zeros((len(ids), width), dtype=torch.long)}
+        out = {
+            "input_ids": torch.full((len(ids), width), pad, dtype=torch.long),
+            "attention_mask": torch.zeros((len(ids), width), dtype=torch.long),
+        }
         if labels is not None:
             out["labels"] = torch.full((len(ids), width), IGNORE, dtype=torch.long)
         for i, x in enumerate(ids):
@@ -288,18 +312,21 @@ class VLMLens(nn.Module):
 
     def text_features(self, texts: list[str]) -> torch.Tensor:
         """Mean last hidden state of the language model over each text's tokens (B, D)."""
-        tok = self.processor.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                                       return_tensors="pt")
+        tok = self.processor.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         mask = tok["attention_mask"].to(self.device)
         grad = torch.enable_grad() if "lm" in self.trainable and torch.is_grad_enabled() else torch.no_grad()
         with grad:
-            hidden = self.family.language_model()(input_ids=tok["input_ids"].to(self.device),
-                                                  attention_mask=mask).last_hidden_state
+            hidden = self.family.language_model()(
+                input_ids=tok["input_ids"].to(self.device), attention_mask=mask
+            ).last_hidden_state
         m = mask[..., None].to(hidden.dtype)
         return ((hidden * m).sum(1) / m.sum(1).clamp_min(1.0)).float()
 
-    def contrast(self, image: torch.Tensor, texts: list[str], image_ids: list[str], loss: str,
-                 temperature: float) -> torch.Tensor:
+    def contrast(
+        self, image: torch.Tensor, texts: list[str], image_ids: list[str], loss: str, temperature: float
+    ) -> torch.Tensor:
         img = F.normalize(self.image_head(image.float().mean(dim=1)), dim=-1)
         txt = F.normalize(self.text_head(self.text_features(texts)), dim=-1)
         return contrastive_loss(loss, img @ txt.T / temperature, same_pairs(texts, image_ids).to(self.device))
@@ -311,8 +338,11 @@ class VLMLens(nn.Module):
         if "input_ids" not in batch:
             return contrast
         ids = batch["input_ids"].to(self.device)
-        out = self.model(inputs_embeds=self.splice(ids, image), attention_mask=batch["attention_mask"].to(self.device),
-                         labels=batch["labels"].to(self.device))
+        out = self.model(
+            inputs_embeds=self.splice(ids, image),
+            attention_mask=batch["attention_mask"].to(self.device),
+            labels=batch["labels"].to(self.device),
+        )
         return out.loss + self.weight * contrast
 
     # -- inference -------------------------------------------------------------------------------------
@@ -330,9 +360,13 @@ class VLMLens(nn.Module):
         ids = batch["input_ids"].to(self.device)
         embeds = self.splice(ids, image_tokens.expand(len(questions), -1, -1))
         tok = self.processor.tokenizer
-        out = self.model.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(self.device),
-                                  max_new_tokens=max_new_tokens or self.max_new_tokens, do_sample=False,
-                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+        out = self.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"].to(self.device),
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+        )
         return [tok.decode(row, skip_special_tokens=True).strip() for row in out]
 
 

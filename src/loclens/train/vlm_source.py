@@ -7,10 +7,10 @@ names what to fetch.
 
 from __future__ import annotations
 
-from ..errors import LoclensError
-
 import re
 from pathlib import Path
+
+from ..errors import LoclensError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 REVISION = re.compile(r"^[0-9a-f]{40}$")

@@ -98,21 +98,37 @@ def main() -> None:
         shutil.copyfile(args.vqa_rad / IMAGE_FOLDER / name, OUT / "images" / name)
     for name, (source, size) in SMALL_IMAGES.items():
         Image.open(args.vqa_rad / IMAGE_FOLDER / source).convert("RGB").resize(size, Image.Resampling.LANCZOS).save(
-            OUT / "images" / name)
+            OUT / "images" / name
+        )
 
-    prompt_cfg = validate({"datasets": {"vqa_rad": {"source": "vqa_rad", "path": str(args.vqa_rad)}}})["segment"]["medsam"]
+    prompt_cfg = validate({"datasets": {"vqa_rad": {"source": "vqa_rad", "path": str(args.vqa_rad)}}})["segment"][
+        "medsam"
+    ]
     images = {}
     for name in (*IMAGES, *SMALL_IMAGES):
         pixels = load_rgb((OUT / "images" / name).read_bytes(), name)
         boxes = [list(p.box) for p in prompts_for(pixels, ["otsu"], prompt_cfg)]
         images[name] = {"height": pixels.shape[0], "width": pixels.shape[1], "boxes": boxes}
         for k, box in enumerate(boxes):
-            np.savez_compressed(work / "imgs" / f"{Path(name).stem}-{k:02d}.npz", imgs=pixels,
-                                boxes=np.array([box], dtype=np.float64))
+            np.savez_compressed(
+                work / "imgs" / f"{Path(name).stem}-{k:02d}.npz", imgs=pixels, boxes=np.array([box], dtype=np.float64)
+            )
         print(f"{name}: {pixels.shape[1]}x{pixels.shape[0]}, {len(boxes)} otsu boxes", flush=True)
 
-    cmd = [sys.executable, REFERENCE_FILES[0], "-i", "imgs", "-o", "segs", "-lite_medsam_checkpoint_path",
-           str(weights), "-device", "cpu", "-png_save_dir", "overlay"]
+    cmd = [
+        sys.executable,
+        REFERENCE_FILES[0],
+        "-i",
+        "imgs",
+        "-o",
+        "segs",
+        "-lite_medsam_checkpoint_path",
+        str(weights),
+        "-device",
+        "cpu",
+        "-png_save_dir",
+        "overlay",
+    ]
     subprocess.run(cmd, cwd=work, check=True)
 
     for name, entry in images.items():
