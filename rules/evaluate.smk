@@ -5,29 +5,20 @@
 # Not part of `all`: run `snakemake evaluation`.
 
 
-rule experiment_align:
-    input:
-        unpack(train_release_input),
+# The two training phases of a grid cell are train.smk's rules with the cell's folder and settings.
+use rule train_align as experiment_align with:
     output:
         model=EXPERIMENTS / RUN / "align" / "final" / "model.safetensors",
         losses=EXPERIMENTS / RUN / "align" / "losses.csv",
     log:
         LOGS / "experiments" / f"{RUN}-align.log",
-    conda:
-        "../envs/train.yaml"
-    threads: 4
-    resources:
-        gpu=config["train"]["nproc_per_node"],
     params:
         settings=lambda w: as_json(experiment_train_settings(w, "align")),
         release=train_release(),
         out=lambda w: EXPERIMENTS / RUN.format(**w) / "align",
-    shell:
-        "OMP_NUM_THREADS={threads} loclens train --phase align --release {params.release:q}"
-        " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
 
 
-rule experiment_vqa:
+use rule train_vqa as experiment_vqa with:
     input:
         unpack(train_release_input),
         init=EXPERIMENTS / RUN / "align" / "final" / "model.safetensors",
@@ -36,19 +27,11 @@ rule experiment_vqa:
         losses=EXPERIMENTS / RUN / "vqa" / "losses.csv",
     log:
         LOGS / "experiments" / f"{RUN}-vqa.log",
-    conda:
-        "../envs/train.yaml"
-    threads: 4
-    resources:
-        gpu=config["train"]["nproc_per_node"],
     params:
         settings=lambda w: as_json(experiment_train_settings(w, "vqa")),
         release=train_release(),
         init=lambda w: EXPERIMENTS / RUN.format(**w) / "align" / "final",
         out=lambda w: EXPERIMENTS / RUN.format(**w) / "vqa",
-    shell:
-        "OMP_NUM_THREADS={threads} loclens train --phase vqa --release {params.release:q} --init {params.init:q}"
-        " --settings {params.settings:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule experiment_evaluate:
