@@ -15,22 +15,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from .data import ReleaseStream
-from .loop import _autocast, build_model, make_optimizer, setup_distributed
-from .reader import open_release
+from .loop import _autocast, build_model, make_optimizer, setup_distributed, training_stream
 
 
 def _stream(settings: dict, release, phase: str, model, epoch: int = 0) -> ReleaseStream:
-    stream = ReleaseStream(
-        open_release(release, settings["split"], settings["datasets"]) if isinstance(release, str) else release,
-        phase,
-        settings["batch_size"],
-        model.collate,
-        seed=settings["seed"],
-        views=settings["views"],
-        views_per_sample=settings["views_per_sample"],
-        transform=model.prepare,
-        shuffle_units=settings["shuffle_units"],
-    )
+    stream = training_stream(settings, release, phase, model)
     stream.set_epoch(epoch)
     return stream
 

@@ -167,6 +167,27 @@ def plot_losses(path: Path, rows: list[dict], phase: str) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def training_stream(settings: dict, release, phase: str, model, rank: int = 0, world_size: int = 1) -> ReleaseStream:
+    """The batches a training run of ``phase`` reads: ``release`` (a location, or an opened
+    release) with the run's split, views and batch size, prepared and collated by ``model``."""
+    opened = (
+        open_release(release, settings["split"], settings["datasets"]) if isinstance(release, str | Path) else release
+    )
+    return ReleaseStream(
+        opened,
+        phase,
+        settings["batch_size"],
+        model.collate,
+        seed=settings["seed"],
+        views=settings["views"],
+        views_per_sample=settings["views_per_sample"],
+        transform=model.prepare,
+        rank=rank,
+        world_size=world_size,
+        shuffle_units=settings["shuffle_units"],
+    )
+
+
 def train(
     settings: dict, phase: str, release: str, out_dir: str | Path, init: str | Path | None = None, progress: bool = True
 ) -> dict:
@@ -184,19 +205,7 @@ def train(
         ckpt.load_weights(init, model)
     model.to(env.device)
     optimizer = make_optimizer(model, settings, phase)
-    stream = ReleaseStream(
-        open_release(release, settings["split"], settings["datasets"]),
-        phase,
-        settings["batch_size"],
-        model.collate,
-        seed=settings["seed"],
-        views=settings["views"],
-        views_per_sample=settings["views_per_sample"],
-        transform=model.prepare,
-        rank=env.rank,
-        world_size=env.world_size,
-        shuffle_units=settings["shuffle_units"],
-    )
+    stream = training_stream(settings, release, phase, model, rank=env.rank, world_size=env.world_size)
     accum = settings["grad_accum"]
     steps_per_epoch = stream.batches_per_epoch() // accum
     if steps_per_epoch == 0:
