@@ -142,11 +142,12 @@ def png_bytes(array: np.ndarray, compress_level: int) -> bytes:
     """An 8-bit grey (HxW) or RGB (HxWx3) PNG, every row with the "Up" filter, deflated with
     ISA-L (python-isal; a standard zlib stream that any PNG reader decodes).
 
-    Pillow tries four filters on every row and keeps the best; on radiographs and their views
-    "Up" alone gives the same size (within 1%) and encoding is 2-3x faster (BENCHMARKS.md).
-    Deflate was then a third of the render stage: ISA-L at level 1 compresses a VQA-RAD view
-    4-5x faster than zlib at level 1, and smaller (benchmarks/cpu_micro.py). Deterministic for
-    a given ISA-L version (recorded in the manifest: ``build.render.png_deflate``)."""
+    One fixed filter, not Pillow's best of four per row: on radiographs and their views "Up"
+    alone compresses as well, without encoding every row four times. ISA-L, not zlib: at the
+    same level it deflates faster with no larger output (BENCHMARKS.md;
+    ``benchmarks/cpu_micro.py`` compares the two deflates).
+    Deterministic for a given ISA-L version (recorded in the manifest:
+    ``build.render.png_deflate``)."""
     if compress_level not in PNG_LEVELS:
         raise ValueError(f"png_bytes: compress level {compress_level}; ISA-L levels are {list(PNG_LEVELS)}")
     array = np.ascontiguousarray(array, dtype=np.uint8)

@@ -177,8 +177,8 @@ def segment_stage(spec: dict) -> dict:
     }
 
 
-#: Encoder batch sizes the box stage compares, by device type (a CPU sweep is expensive and
-#: larger batches were never faster there).
+#: Encoder batch sizes the box stage compares, by device type (a CPU sweep is expensive, and a
+#: CPU gains nothing per image from large batches: ``segment.run.ENCODER_BATCH``).
 ENCODER_BATCHES_TRIED = {"cpu": [1, 2], "cuda": [1, 4, 16, 32]}
 
 

@@ -120,8 +120,8 @@ def _leaf_paths(schema: pa.Schema, top: tuple[str, ...]) -> list[str]:
 
 def parquet_options(schema: pa.Schema) -> dict:
     """Writer settings. Image bytes are already compressed (JPEG/PNG): no compression, no
-    dictionary and no statistics for them (measured in BENCHMARKS.md: compressing them costs
-    write time and saves almost nothing); zstd and dictionaries for everything else."""
+    dictionary and no statistics for them (compressing them again costs write time and saves
+    almost nothing: BENCHMARKS.md, Parquet settings); zstd and dictionaries for everything else."""
     image_leaves = set(_leaf_paths(schema, UNCOMPRESSED_COLUMNS))
     other = [p for p in _leaf_paths(schema, tuple(schema.names)) if p not in image_leaves]
     return {
@@ -145,7 +145,7 @@ def _groups(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
 def write_shard(path, rows: Iterable[dict]) -> int:
     """Write rows atomically, one row group at a time, so memory holds one row group of image
     bytes, never the whole shard. The bytes equal a single ``pq.write_table`` of all rows with
-    the same row group size (tests check it), so streaming changed no release."""
+    the same row group size (tests check it): streaming saves memory without changing a byte."""
     schema = arrow_schema()
     n = 0
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema, **parquet_options(schema)) as writer:

@@ -36,8 +36,8 @@ def resolve_device(device: str) -> str:
 
 
 #: Precision of each backend when the caller does not choose: bf16 autocast (on CUDA; the CPU
-#: always runs fp32) for the ViT-B models, fp32 for LiteMedSAM, whose small TinyViT kernels were
-#: measured slower under autocast on an H200 (encoder 50 vs 12.6 ms/image, BENCHMARKS.md).
+#: always runs fp32) for the ViT-B models, fp32 for LiteMedSAM, whose small TinyViT encoder
+#: runs slower under autocast than in fp32 on a GPU (``benchmarks/gpu_check.py``; BENCHMARKS.md).
 DEFAULT_PRECISION = {"sam": "bf16", "medsam_vitb": "bf16", "litemedsam": "fp32"}
 
 

@@ -55,9 +55,9 @@ class Autocast(torch.nn.Module):
 
 
 #: Box prompts decoded per mask-decoder call, by device type. SAM's decoder copies the image
-#: embedding for every prompt, so its work is linear in prompts (3.6 GFLOP each for LiteMedSAM);
-#: on a CPU a call of 8 prompts moves tensors far larger than the cache and was measured 1.4-1.5x
-#: slower than four calls of 2 (``loclens bench``, boxes stage; BENCHMARKS.md). A GPU takes all.
+#: embedding for every prompt, so its work is linear in prompts and batching saves no FLOPs; on
+#: a CPU a call of many prompts moves tensors far larger than the cache, so small calls are
+#: faster (side by side: ``benchmarks/cpu_micro.py``; BENCHMARKS.md). A GPU takes all at once.
 DECODER_CHUNK = {"cpu": 2}
 
 

@@ -69,9 +69,9 @@ def boxes_to_input_frame(boxes: np.ndarray, original_hw: tuple[int, int]) -> np.
 
 def _fuse_conv_bn(module: torch.nn.Module) -> torch.nn.Module:
     """Fold every TinyViT conv + batch-norm pair into one convolution (inference only: the
-    batch-norm statistics are constants). With channels-last memory on the CPU this makes the
-    encoder 1.3-1.4x faster (``loclens bench``, BENCHMARKS.md); embeddings differ from the
-    unfused network by float rounding only (max 3e-6 on values of order 1)."""
+    batch-norm statistics are constants), so no batch-norm pass follows each convolution;
+    with channels-last memory on the CPU it is faster (side by side: ``benchmarks/cpu_micro.py``;
+    BENCHMARKS.md). Embeddings differ from the unfused network by float rounding only."""
     for name, child in module.named_children():
         # TinyViT's Conv2d_BN (a Sequential of `c` and `bn` with a `fuse()`); matched by shape
         # rather than by importing the class from the package's private vendored module.

@@ -92,8 +92,9 @@ def _grey(image: np.ndarray) -> np.ndarray:
 
 def _enclosed(background: np.ndarray) -> np.ndarray:
     """The background pixels that no 4-connected background path links to the image border:
-    ``binary_fill_holes(~background) & background``, from one labelling instead of a dilation
-    repeated until it converges (3x faster on VQA-RAD images)."""
+    ``binary_fill_holes(~background) & background``, from one labelling pass instead of a
+    dilation repeated until it converges, whose passes grow with the holes (BENCHMARKS.md,
+    Otsu prompts)."""
     from scipy import ndimage
 
     regions, n = ndimage.label(background)  # 4-connectivity, as binary_fill_holes uses

@@ -43,8 +43,8 @@ def read_max_side(cfg: dict) -> int | None:
 
 
 #: Images sent through the encoder together, by device type. On a CPU a larger batch is no
-#: faster per image (measured by ``loclens bench``, see BENCHMARKS.md) and only holds more
-#: decoded images; a GPU needs batches to fill it.
+#: faster per image (``loclens bench``'s box stage compares batch sizes; BENCHMARKS.md) and only
+#: holds more decoded images; a GPU needs batches to fill it.
 ENCODER_BATCH = {"cpu": 1, "cuda": 16}
 #: Threads that decode images and compute their prompts ahead of the model, so that the model
 #: never waits for the CPU work of the next images (one core is left to the model).
