@@ -101,6 +101,13 @@ TINY_SAM_GENERATOR = {
 }
 
 
+#: The SAM mask filter switched off (each null disables one rule of segment/sam_filter.py), so a
+#: test sees the generator's own masks.
+NO_SAM_FILTER = dict.fromkeys(
+    ("min_area_fraction", "max_area_fraction", "max_span_fraction", "border_fraction", "dedup_iou", "max_masks")
+)
+
+
 def save_tiny_sam(path: Path, seed: int) -> Path:
     """A randomly initialised tiny SAM-architecture checkpoint (state dict) at ``path``."""
     import torch

@@ -8,7 +8,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SAM_ARCH, TINY_SAM_GENERATOR, phantom_rgb
+from conftest import NO_SAM_FILTER, TINY_SAM_ARCH, TINY_SAM_GENERATOR, phantom_rgb
 
 from loclens.config import validate
 from loclens.segment import build_segmenter, inference, litemedsam, medsam_vitb, rle, sam
@@ -24,17 +24,7 @@ def cpu_bf16(monkeypatch):
 
 
 def test_sam_automatic_in_bf16(cpu_bf16, tiny_sam_checkpoint):
-    no_filter = {
-        k: None
-        for k in (
-            "min_area_fraction",
-            "max_area_fraction",
-            "max_span_fraction",
-            "border_fraction",
-            "dedup_iou",
-            "max_masks",
-        )
-    }
+    no_filter = dict(NO_SAM_FILTER)
     cfg = validate(
         {
             "datasets": {"sample": {}},

@@ -9,7 +9,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_SAM_ARCH, TINY_SAM_GENERATOR, phantom_rgb
+from conftest import NO_SAM_FILTER, TINY_SAM_ARCH, TINY_SAM_GENERATOR, phantom_rgb
 from pycocotools import mask as mask_utils
 from segment_anything import SamAutomaticMaskGenerator, SamPredictor, sam_model_registry
 
@@ -75,17 +75,7 @@ def test_batched_embeddings_give_the_library_masks(tiny_sam_checkpoint):
     the masks equal those of a plain SamAutomaticMaskGenerator with the same settings."""
     cfg = _sam_cfg(
         tiny_sam_checkpoint,
-        filter={
-            k: None
-            for k in (
-                "min_area_fraction",
-                "max_area_fraction",
-                "max_span_fraction",
-                "border_fraction",
-                "dedup_iou",
-                "max_masks",
-            )
-        },
+        filter=dict(NO_SAM_FILTER),
     )
     seg = build_segmenter("sam", cfg, "cpu")
     images = [phantom_rgb("abdomen", 256, 0)[0], phantom_rgb("chest", 320, 1)[0]]
@@ -215,17 +205,7 @@ def test_automatic_masks_are_the_same_from_loader_processes(tiny_sam_checkpoint,
         path = tmp_path / f"{k}.png"
         Image.fromarray(phantom_rgb(region, size, k)[0]).save(path)
         rows.append({"image_id": f"img{k}", "path": str(path), "height": size, "width": size})
-    no_filters = {
-        k: None
-        for k in (
-            "min_area_fraction",
-            "max_area_fraction",
-            "max_span_fraction",
-            "border_fraction",
-            "dedup_iou",
-            "max_masks",
-        )
-    }
+    no_filters = dict(NO_SAM_FILTER)
     cfg = _sam_cfg(tiny_sam_checkpoint, generator={**TINY_SAM_GENERATOR, "points_per_side": 2}, filter=no_filters)
     seg = build_segmenter("sam", cfg, "cpu")
     in_process = segment_images(seg, rows, {}, progress=False, workers=0)
