@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 
-import torch
-
+from loclens.bench.runner import machine
 from loclens.train import build_model, default_settings
 from loclens.train.bench import reader_throughput, train_step_throughput
 
@@ -80,17 +77,7 @@ def main(argv=None) -> int:
     )
     settings = default_settings(**base)
     model = build_model(settings)
-    print(
-        json.dumps(
-            {
-                "torch": torch.__version__,
-                "cpu": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(),
-                "threads": torch.get_num_threads(),
-                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            }
-        )
-    )
+    print(json.dumps(machine(args.device)), flush=True)
     readers = []
     for workers in args.num_workers:
         r = reader_throughput(

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from loclens.bench.runner import machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -217,18 +217,7 @@ def main(argv=None) -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if not args.child:
-        print(
-            json.dumps(
-                {
-                    "torch": torch.__version__,
-                    "cpu": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(),
-                    "threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps(machine(args.device)), flush=True)
     combos = [(f, s) for s in sorted(args.sizes, key=list(SIZES).index) for f in args.families]
     if len(combos) > 1:
         # Peak RSS only grows within a process: one child process per (family, size), so each
