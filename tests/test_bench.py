@@ -27,6 +27,14 @@ def _numbers(obj, path=""):
             yield from _numbers(v, f"{path}.{k}")
 
 
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    """``loclens bench ARGS`` in a subprocess, with this checkout's package, offline."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "loclens.cli", "bench", *args], capture_output=True, text=True, env=env
+    )
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory, vqa_rad_root):
     out = tmp_path_factory.mktemp("bench")
@@ -157,23 +165,13 @@ def test_naive_mode_writes_views_as_png_files_and_the_pipeline_parquet(bench):
 
 
 def test_unknown_segmenter_is_a_clear_error(vqa_rad_root, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loclens.cli",
-            "bench",
-            "--vqa-rad",
-            str(vqa_rad_root),
-            "--segmenters",
-            "nope",
-            "--workdir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    proc = run_bench(
+        "--vqa-rad",
+        str(vqa_rad_root),
+        "--segmenters",
+        "nope",
+        "--workdir",
+        str(tmp_path),
     )
     assert proc.returncode != 0 and "--segmenters: unknown ['nope']" in proc.stderr
 
@@ -181,35 +179,25 @@ def test_unknown_segmenter_is_a_clear_error(vqa_rad_root, tmp_path):
 def test_stand_in_model_measures_the_pipeline_around_it(vqa_rad_root, tmp_path):
     """``--model null:MS``: per-step CPU costs and the runner's rate at each worker count
     against the stand-in, on real images."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     report = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loclens.cli",
-            "bench",
-            "--vqa-rad",
-            str(vqa_rad_root),
-            "--n-images",
-            "3",
-            "--model",
-            "null:5+1",
-            "--segmenters",
-            "medsam/litemedsam",
-            "--workers",
-            "0,2",
-            "--repeats",
-            "1",
-            "--workdir",
-            str(tmp_path / "work"),
-            "--json",
-            str(report),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    proc = run_bench(
+        "--vqa-rad",
+        str(vqa_rad_root),
+        "--n-images",
+        "3",
+        "--model",
+        "null:5+1",
+        "--segmenters",
+        "medsam/litemedsam",
+        "--workers",
+        "0,2",
+        "--repeats",
+        "1",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--json",
+        str(report),
+        "--quiet",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stages = json.loads(report.read_text())["stages"]
@@ -229,21 +217,12 @@ def test_stand_in_model_measures_the_pipeline_around_it(vqa_rad_root, tmp_path):
     assert [r["workers"] for r in pipeline["runs"]] == [0, 2]
     assert all(0 < r["sustained_fraction"] <= 1 and r["masks_per_image"] > 0 for r in pipeline["runs"])
     assert "rate with model null:5+1" in proc.stdout and "box prompts" in proc.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loclens.cli",
-            "bench",
-            "--vqa-rad",
-            str(vqa_rad_root),
-            "--model",
-            "null:x",
-            "--workdir",
-            str(tmp_path / "bad"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+    bad = run_bench(
+        "--vqa-rad",
+        str(vqa_rad_root),
+        "--model",
+        "null:x",
+        "--workdir",
+        str(tmp_path / "bad"),
     )
     assert bad.returncode == 2 and "null:ENC" in bad.stderr
