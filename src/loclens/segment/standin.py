@@ -28,15 +28,10 @@ import torch
 from .inference import timed
 from .litemedsam import Encoded
 
-PREFIX = "null:"
 _SPEC = re.compile(r"^null:(\d+(?:\.\d+)?)(?:\+(\d+(?:\.\d+)?))?$")
 
 #: Backend -> (embedding shape of one image, input side) of the network the stand-in replaces.
 SHAPES = {"litemedsam": ((256, 64, 64), 256), "medsam_vitb": ((256, 64, 64), 1024)}
-
-
-def is_stand_in(spec: str | None) -> bool:
-    return spec is not None and spec.startswith(PREFIX)
 
 
 def parse(spec: str) -> tuple[float, float]:
