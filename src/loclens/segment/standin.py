@@ -48,7 +48,7 @@ def _preprocessor(backend: str):
     if backend == "litemedsam":
         from .litemedsam import preprocess
 
-        return lambda image: preprocess(image)
+        return preprocess
     if backend == "medsam_vitb":
         from .medsam_vitb import preprocess as preprocess_vitb
 
